@@ -1,0 +1,819 @@
+"""Recurrent Transformer: Transformer layers that can add a recurrent sub-layer before self-attention.
+
+Each layer, with `kind = config.layer_types[i]`, computes (pre-norm, every sub-layer added back to the residual):
+
+    if kind has recurrence:  h = h + dropout(RecurrentMixer(norm(h)))   # LSTM | GRU | RNN | minGRU
+    if kind has attention:   h = h + dropout(SelfAttention(norm(h)))    # eager | sdpa | flash
+    if intermediate_size:    h = h + dropout(FeedForward(norm(h)))
+
+R-Transformer (Wang et al. 2019) runs the recurrence over a local window before attention and uses no position
+embeddings; minGRU (Feng et al. 2024, "Were RNNs all we needed?") makes the gates depend on the input only, so the
+recurrence is linear in its state and runs as a parallel log-space scan.
+
+Padding is exact: a padded step carries the recurrent state unchanged (zeroing its input is not enough once
+biases are non-zero), for right and left padding and in both directions.
+
+This file and `configuration_recurrent_transformer.py` import only torch, public transformers modules and each
+other, so a saved folder loads with `trust_remote_code=True` without the package.
+"""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.masking_utils import (
+    create_bidirectional_mask,
+    create_causal_mask,
+    create_sliding_window_causal_mask,
+)
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.utils import can_return_tuple, logging
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_recurrent_transformer import (
+    ATTENTION_LAYER_TYPES,
+    RECURRENT_LAYER_TYPES,
+    RecurrentTransformerConfig,
+)
+
+logger = logging.get_logger(__name__)
+
+TORCH_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+# Log-space value of a masked minGRU step: finite (an -inf here gives NaN gradients), far below any real value.
+MASKED_LOG_VALUE = -1e4
+# The log-space scan runs in chunks of at most this many steps: one scan over 1,000+ steps drifts past 1e-5 in fp32.
+SCAN_CHUNK_SIZE = 64
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small pure functions
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def real_tokens_first(padding_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Permutation that moves each row's real tokens to the front, in order; its inverse; the row lengths.
+
+    Torch's packed sequences only take right padding: gathering with `order` turns any padding (left, right or
+    holes) into right padding, and gathering with `inverse` puts the outputs back.
+    """
+    order = torch.argsort((~padding_mask).to(torch.int8), dim=1, stable=True)  # (batch, seq_len)
+    inverse = torch.argsort(order, dim=1)
+    return order, inverse, padding_mask.sum(dim=1)
+
+
+def gather_time(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`tensor[b, index[b, t]]` for a (batch, seq_len, dim) tensor."""
+    return tensor.gather(1, index.unsqueeze(-1).expand(-1, -1, tensor.shape[-1]))
+
+
+def log_g(values: torch.Tensor) -> torch.Tensor:
+    """log of minGRU's positive activation g(x) = x + 0.5 for x >= 0, sigmoid(x) below."""
+    return torch.where(values >= 0, torch.log(F.relu(values) + 0.5), -F.softplus(-values))
+
+
+def mingru_scan(
+    log_coeffs: torch.Tensor, log_values: torch.Tensor, initial_state: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """h_t = exp(log_coeffs_t) * h_{t-1} + exp(log_values_t), over (batch, seq_len, dim) fp32 inputs.
+
+    Within a chunk, with a_t = cumsum(log_coeffs): h_t = exp(a_t) * (h_0 + sum_{s<=t} exp(log_values_s - a_s)), the
+    sum taken as a logcumsumexp. Chunks of at most SCAN_CHUNK_SIZE steps keep fp32 rounding under 1e-5; the loop
+    runs over chunks, never over single steps.
+    """
+    batch_size, seq_len, dim = log_values.shape
+    state = log_values.new_zeros(batch_size, dim) if initial_state is None else initial_state
+    outputs = []
+    for start in range(0, seq_len, SCAN_CHUNK_SIZE):
+        chunk_coeffs = log_coeffs[:, start : start + SCAN_CHUNK_SIZE].cumsum(dim=1)
+        chunk_values = log_values[:, start : start + SCAN_CHUNK_SIZE]
+        scanned = torch.exp(chunk_coeffs + torch.logcumsumexp(chunk_values - chunk_coeffs, dim=1))
+        chunk_states = scanned + torch.exp(chunk_coeffs) * state.unsqueeze(1)
+        state = chunk_states[:, -1]
+        outputs.append(chunk_states)
+    return torch.cat(outputs, dim=1), state
+
+
+def positions_from_mask(attention_mask: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """Position of each token = number of real tokens before it, so left padding does not shift positions."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.clamp(min=0)[:, -seq_len:]
+
+
+def rotate_half(hidden_states: torch.Tensor) -> torch.Tensor:
+    first, second = hidden_states.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sub-layers, in data-flow order
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class RotaryPositions(nn.Module):
+    """cos/sin tables of rotary position embeddings for given position ids."""
+
+    def __init__(self, config: RecurrentTransformerConfig):
+        super().__init__()
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.rope_theta = config.rope_theta
+        self.register_buffer("inv_freq", self.compute_inv_freq(), persistent=False)
+
+    def compute_inv_freq(self) -> torch.Tensor:
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim
+        return 1.0 / (self.rope_theta**exponents)
+
+    def forward(self, hidden_states: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = position_ids[..., None].float() * self.inv_freq.to(hidden_states.device)  # (batch, seq, head_dim/2)
+        angles = torch.cat((freqs, freqs), dim=-1)
+        return angles.cos().to(hidden_states.dtype), angles.sin().to(hidden_states.dtype)
+
+
+class RecurrentMixer(nn.Module):
+    """Recurrent sub-layer: a torch cell (fused kernels) or minGRU (parallel scan), over the whole sequence or
+    over each position's last `recurrent_window` tokens, in one or both directions.
+
+    `forward(hidden_states, padding_mask, state)` returns the output and the new state. A state is a tuple of
+    batch-first tensors: (h, c) for an LSTM, (h,) for the others (each (batch, directions, width)), or, for a local
+    window, the last `window - 1` inputs (batch, window - 1, hidden_size).
+    """
+
+    def __init__(self, config: RecurrentTransformerConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.cell_type = config.recurrent_cell
+        self.window = config.recurrent_window
+        self.num_directions = 2 if config.bidirectional else 1
+        self.state_size = config.recurrent_hidden_size // self.num_directions
+        input_size = config.hidden_size
+        if self.cell_type == "mingru":
+            # Gates and candidate states of every direction from one projection.
+            self.gate_proj = nn.Linear(input_size, 2 * self.num_directions * self.state_size)
+        elif self.window is None:
+            self.cell = TORCH_CELLS[self.cell_type](
+                input_size, self.state_size, batch_first=True, bidirectional=self.num_directions == 2
+            )
+        else:
+            # The two directions see different windows, so each has its own cell.
+            self.cells = nn.ModuleList(
+                TORCH_CELLS[self.cell_type](input_size, self.state_size, batch_first=True)
+                for _ in range(self.num_directions)
+            )
+        recurrent_size = self.num_directions * self.state_size
+        self.out_proj = nn.Linear(recurrent_size, config.hidden_size) if recurrent_size != config.hidden_size else None
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        state: tuple[torch.Tensor, ...] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        if self.window is not None:
+            output, new_state = self.local_window(hidden_states, padding_mask, state)
+        elif self.cell_type == "mingru":
+            output, new_state = self.mingru(hidden_states, padding_mask, state)
+        else:
+            output, new_state = self.torch_cell(hidden_states, padding_mask, state)
+        if self.out_proj is not None:
+            output = self.out_proj(output)
+        return output, new_state
+
+    # -- whole sequence, torch cells ---------------------------------------------------------------------------
+    def torch_cell(self, hidden_states, padding_mask, state):
+        batch_size, seq_len, _ = hidden_states.shape
+        # Torch wants (directions, batch, width) states; ours are batch-first (beam search reorders dim 0).
+        initial = None if state is None else tuple(part.transpose(0, 1).contiguous() for part in state)
+        if initial is not None and self.cell_type != "lstm":
+            initial = initial[0]
+        if padding_mask is None:
+            output, final = self.cell(hidden_states, initial)
+        else:
+            order, inverse, lengths = real_tokens_first(padding_mask)
+            packed = nn.utils.rnn.pack_padded_sequence(
+                gather_time(hidden_states, order), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+            )
+            packed_output, final = self.cell(packed, initial)
+            output, _ = nn.utils.rnn.pad_packed_sequence(packed_output, batch_first=True, total_length=seq_len)
+            output = gather_time(output, inverse)
+            if initial is not None:
+                # A row with no real token keeps its state.
+                empty = (lengths == 0).view(1, batch_size, 1)
+                if self.cell_type == "lstm":
+                    final = tuple(torch.where(empty, old, new) for old, new in zip(initial, final))
+                else:
+                    final = torch.where(empty, initial, final)
+        final = final if isinstance(final, tuple) else (final,)
+        return output, tuple(part.transpose(0, 1) for part in final)
+
+    # -- whole sequence, minGRU --------------------------------------------------------------------------------
+    def mingru_log_terms(self, hidden_states, padding_mask):
+        """log(1 - z) and log(z * h~) per step, (batch, seq_len, directions, width) in fp32."""
+        batch_size, seq_len, _ = hidden_states.shape
+        gates, candidates = (
+            self.gate_proj(hidden_states).float().view(batch_size, seq_len, self.num_directions, 2, self.state_size)
+        ).unbind(dim=3)
+        log_coeffs = -F.softplus(gates)
+        log_values = -F.softplus(-gates) + log_g(candidates)
+        if padding_mask is not None:
+            # A masked step carries the state: coefficient 1, nothing added.
+            keep = padding_mask[:, :, None, None]
+            log_coeffs = torch.where(keep, log_coeffs, torch.zeros_like(log_coeffs))
+            log_values = torch.where(keep, log_values, torch.full_like(log_values, MASKED_LOG_VALUE))
+        return log_coeffs, log_values
+
+    def mingru(self, hidden_states, padding_mask, state):
+        log_coeffs, log_values = self.mingru_log_terms(hidden_states, padding_mask)
+        initial = None if state is None else state[0].float()
+        outputs, finals = [], []
+        for direction in range(self.num_directions):
+            coeffs, values = log_coeffs[:, :, direction], log_values[:, :, direction]
+            if direction == 1:
+                coeffs, values = coeffs.flip(1), values.flip(1)  # masked steps carry the state, so flipping is exact
+            states, final = mingru_scan(coeffs, values, None if initial is None else initial[:, direction])
+            outputs.append(states.flip(1) if direction == 1 else states)
+            finals.append(final)
+        output = torch.cat(outputs, dim=-1).to(hidden_states.dtype)
+        return output, (torch.stack(finals, dim=1),)
+
+    # -- local window (R-Transformer's LocalRNN) ---------------------------------------------------------------
+    def local_window(self, hidden_states, padding_mask, state):
+        """Each position's output is the recurrence over its last `window` real tokens (zeros before the start),
+        run in parallel over positions by unfolding the windows into the batch."""
+        batch_size, seq_len, hidden_size = hidden_states.shape
+        inverse = None
+        if padding_mask is not None:
+            order, inverse, _ = real_tokens_first(padding_mask)
+            hidden_states = gather_time(hidden_states, order) * gather_time(padding_mask[..., None], order)
+        context = self.window - 1
+        if state is None:
+            history = hidden_states.new_zeros(batch_size, context, hidden_size)
+        else:
+            history = state[0].to(hidden_states.dtype)
+        forward_input = torch.cat([history, hidden_states], dim=1)
+        outputs = [self.run_windows(forward_input, direction=0, seq_len=seq_len)]
+        if self.num_directions == 2:
+            future = hidden_states.new_zeros(batch_size, context, hidden_size)
+            backward_input = torch.cat([hidden_states, future], dim=1).flip(1)
+            outputs.append(self.run_windows(backward_input, direction=1, seq_len=seq_len).flip(1))
+        output = torch.cat(outputs, dim=-1)
+        if inverse is not None:
+            output = gather_time(output, inverse) * padding_mask[..., None]
+        # The rolling state: the last window - 1 inputs (real tokens only, as they were compacted to the front).
+        if padding_mask is None:
+            new_history = forward_input[:, -context:]
+        else:
+            lengths = padding_mask.sum(dim=1)
+            index = lengths[:, None] + torch.arange(context, device=lengths.device)[None]  # (batch, context)
+            new_history = gather_time(forward_input, index)
+        return output, (new_history,)
+
+    def run_windows(self, padded_input, direction, seq_len):
+        """Last step of the recurrence over every window of `self.window` consecutive rows of `padded_input`."""
+        batch_size, _, hidden_size = padded_input.shape
+        windows = padded_input.unfold(1, self.window, 1)  # (batch, seq_len, hidden, window)
+        windows = windows.permute(0, 1, 3, 2).reshape(batch_size * seq_len, self.window, hidden_size)
+        if self.cell_type == "mingru":
+            log_coeffs, log_values = self.mingru_log_terms(windows, None)
+            states, _ = mingru_scan(log_coeffs[:, :, direction], log_values[:, :, direction], None)
+            last = states[:, -1].to(padded_input.dtype)
+        else:
+            window_output, _ = self.cells[direction](windows)
+            last = window_output[:, -1]
+        return last.view(batch_size, seq_len, self.state_size)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through transformers' attention interface (eager, sdpa, flash, ...)."""
+
+    def __init__(self, config: RecurrentTransformerConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = not config.bidirectional
+        self.attention_dropout = config.attention_dropout
+        self.sliding_window = config.sliding_window if config.layer_types[layer_idx] == "hybrid_sliding" else None
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, seq_len, _ = hidden_states.shape
+        head_shape = (batch_size, seq_len, self.num_heads, self.head_dim)
+        query = self.q_proj(hidden_states).view(head_shape).transpose(1, 2)  # (batch, heads, seq, head_dim)
+        key = self.k_proj(hidden_states).view(head_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(head_shape).transpose(1, 2)
+        if position_embeddings is not None:
+            cos, sin = (table.unsqueeze(1) for table in position_embeddings)
+            query = query * cos + rotate_half(query) * sin
+            key = key * cos + rotate_half(key) * sin
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            sliding_window=self.sliding_window,
+            **kwargs,
+        )
+        attn_output = attn_output.reshape(batch_size, seq_len, -1).contiguous()
+        return self.o_proj(attn_output), attn_weights
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: RecurrentTransformerConfig):
+        super().__init__()
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act_fn = ACT2FN[config.hidden_act]
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.up_proj(hidden_states)))
+
+
+class RecurrentTransformerLayer(GradientCheckpointingLayer):
+    def __init__(self, config: RecurrentTransformerConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        kind = config.layer_types[layer_idx]
+        has_recurrence, has_attention = kind in RECURRENT_LAYER_TYPES, kind in ATTENTION_LAYER_TYPES
+        eps = config.layer_norm_eps
+        self.recurrent_norm = nn.LayerNorm(config.hidden_size, eps=eps) if has_recurrence else None
+        self.recurrent = RecurrentMixer(config, layer_idx) if has_recurrence else None
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=eps) if has_attention else None
+        self.attention = SelfAttention(config, layer_idx) if has_attention else None
+        self.feed_forward_norm = nn.LayerNorm(config.hidden_size, eps=eps) if config.intermediate_size else None
+        self.feed_forward = FeedForward(config) if config.intermediate_size else None
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        if self.recurrent is not None:
+            state = read_recurrent_state(cache, self.layer_idx, self.recurrent)
+            recurrent_output, new_state = self.recurrent(self.recurrent_norm(hidden_states), padding_mask, state)
+            write_recurrent_state(cache, self.layer_idx, self.recurrent, new_state)
+            hidden_states = hidden_states + self.dropout(recurrent_output)
+        if self.attention is not None:
+            attention_output, _ = self.attention(
+                self.attention_norm(hidden_states), attention_mask, position_embeddings, cache=cache, **kwargs
+            )
+            hidden_states = hidden_states + self.dropout(attention_output)
+        if self.feed_forward is not None:
+            hidden_states = hidden_states + self.dropout(self.feed_forward(self.feed_forward_norm(hidden_states)))
+        return hidden_states
+
+
+def read_recurrent_state(cache: Cache | None, layer_idx: int, mixer: RecurrentMixer) -> tuple | None:
+    """The layer's state from transformers' cache, or None at the start of a sequence.
+
+    A local window keeps its last inputs as the layer's `conv_states[0]`; a cell keeps h (and c) as
+    `recurrent_states[i]`. `has_previous_state` marks a written slot (the cache's own flag is only set by
+    `update_conv_state`, so a pure recurrent state would otherwise be dropped).
+    """
+    if cache is None:
+        return None
+    layer = cache.layers[layer_idx]
+    if not layer.has_previous_state[0]:
+        return None
+    if mixer.window is not None:
+        return (layer.conv_states[0].transpose(1, 2),)  # stored (batch, hidden, window - 1): conv layout
+    return tuple(layer.recurrent_states[i] for i in range(len(layer.recurrent_states)) if layer.has_previous_state[i])
+
+
+def write_recurrent_state(cache: Cache | None, layer_idx: int, mixer: RecurrentMixer, state: tuple) -> None:
+    if cache is None:
+        return
+    layer = cache.layers[layer_idx]
+    if mixer.window is not None:
+        history = state[0].transpose(1, 2)  # (batch, hidden, window - 1)
+        if not layer.is_conv_states_initialized[0]:
+            layer.lazy_initialization(conv_states=history, state_idx=0)
+        layer.conv_states[0].copy_(history)
+        layer.has_previous_state[0] = True
+        return
+    for state_idx, part in enumerate(state):
+        layer.update_recurrent_state(part.detach() if not torch.is_grad_enabled() else part, state_idx=state_idx)
+        layer.has_previous_state[state_idx] = True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class RecurrentTransformerPreTrainedModel(PreTrainedModel):
+    config: RecurrentTransformerConfig
+    config_class = RecurrentTransformerConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["RecurrentTransformerLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = False
+    _supports_attention_backend = True
+    _is_stateful = True
+    _can_compile_fullgraph = False
+    _can_record_outputs = {"hidden_states": RecurrentTransformerLayer, "attentions": SelfAttention}
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, (nn.LSTM, nn.GRU, nn.RNN)):
+            for name, param in module.named_parameters():
+                if "weight" in name:
+                    init.xavier_uniform_(param)
+                elif "bias_ih" in name and isinstance(module, nn.LSTM):
+                    # Forget-gate bias 1 (Jozefowicz et al. 2015): the state is kept by default early in training.
+                    bias = torch.zeros_like(param)
+                    bias[module.hidden_size : 2 * module.hidden_size] = 1.0
+                    init.copy_(param, bias)
+                else:
+                    init.zeros_(param)
+        elif isinstance(module, RotaryPositions):
+            init.copy_(module.inv_freq, module.compute_inv_freq())
+
+
+class RecurrentTransformerModel(RecurrentTransformerPreTrainedModel):
+    def __init__(self, config: RecurrentTransformerConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.embed_positions = (
+            nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            if config.position_embedding_type == "absolute"
+            else None
+        )
+        self.rotary = RotaryPositions(config) if config.position_embedding_type == "rope" else None
+        self.embed_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.layers = nn.ModuleList(RecurrentTransformerLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.embed_tokens = value
+
+    def check_input_ids(self, input_ids: torch.Tensor) -> None:
+        """A clear error instead of an index error from inside torch (skipped while compiling)."""
+        if torch.compiler.is_compiling() or input_ids.numel() == 0:
+            return
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= self.config.vocab_size:
+            raise ValueError(
+                f"input_ids hold token ids in [{low}, {high}] but the model's vocab_size is {self.config.vocab_size}: "
+                "was the tokenizer changed without resizing the embeddings (model.resize_token_embeddings)?"
+            )
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @deprecate_kwarg("cache_params", "5.40.0", new_name="cache")
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            self.check_input_ids(input_ids)
+            inputs_embeds = self.embed_tokens(input_ids)
+        batch_size, seq_len, _ = inputs_embeds.shape
+        if self.config.bidirectional:
+            use_cache, cache = False, None  # an encoder has nothing to continue from
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        past_length = cached_length(cache)
+
+        if attention_mask is not None and attention_mask.ndim == 2 and attention_mask.shape[1] != past_length + seq_len:
+            raise ValueError(
+                f"attention_mask has {attention_mask.shape[1]} columns; expected {past_length + seq_len} "
+                f"({past_length} cached + {seq_len} new tokens)"
+            )
+        if position_ids is None:
+            if attention_mask is not None and attention_mask.ndim == 2:
+                position_ids = positions_from_mask(attention_mask, seq_len)
+            else:
+                position_ids = torch.arange(past_length, past_length + seq_len, device=inputs_embeds.device)[None]
+
+        hidden_states = inputs_embeds
+        if self.embed_positions is not None:
+            hidden_states = hidden_states + self.embed_positions(position_ids)
+        hidden_states = self.embed_dropout(hidden_states)
+        position_embeddings = self.rotary(hidden_states, position_ids) if self.rotary is not None else None
+
+        # The recurrence's mask: real tokens among the new ones; None when there is no padding (the fast path).
+        padding_mask = None
+        if attention_mask is not None and attention_mask.ndim == 2:
+            new_tokens = attention_mask[:, -seq_len:].bool()
+            if not bool(new_tokens.all()):
+                padding_mask = new_tokens
+        attention_masks = self.attention_masks(inputs_embeds, attention_mask, cache, position_ids)
+
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states,
+                attention_mask=attention_masks.get(self.config.layer_types[layer.layer_idx]),
+                padding_mask=padding_mask,
+                position_embeddings=position_embeddings,
+                cache=cache,
+                **kwargs,
+            )
+        if cache is not None:
+            cache.recurrent_transformer_seen_tokens = past_length + seq_len
+        hidden_states = self.norm(hidden_states)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache if use_cache else None)
+
+    def attention_masks(self, inputs_embeds, attention_mask, cache, position_ids) -> dict:
+        """One attention mask per attention layer kind, built by transformers' masking utilities."""
+        kinds = set(self.config.layer_types)
+        if not kinds & set(ATTENTION_LAYER_TYPES):
+            return {}
+        mask_kwargs = {
+            "config": self.config,
+            "inputs_embeds": inputs_embeds,
+            "attention_mask": attention_mask,
+            "cache": cache,
+            "position_ids": position_ids,
+        }
+        if self.config.bidirectional:
+            mask = create_bidirectional_mask(
+                config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask
+            )
+            return dict.fromkeys(kinds, mask)
+        masks = dict.fromkeys(kinds - {"hybrid_sliding"}, create_causal_mask(**mask_kwargs))
+        if "hybrid_sliding" in kinds:
+            masks["hybrid_sliding"] = create_sliding_window_causal_mask(**mask_kwargs)
+        return masks
+
+
+def cached_length(cache: Cache | None) -> int:
+    """Tokens the cache has seen. `Cache.get_seq_length()` raises when no layer holds attention, so the model
+    keeps its own count on the cache object."""
+    if cache is None:
+        return 0
+    return getattr(cache, "recurrent_transformer_seen_tokens", 0)
+
+
+def pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """One vector per sequence from its real tokens (found from `attention_mask`, never from pad ids)."""
+    batch_size, seq_len, _ = hidden_states.shape
+    if attention_mask is None:
+        attention_mask = hidden_states.new_ones(batch_size, seq_len)
+    mask = attention_mask[:, -seq_len:].to(hidden_states.dtype)
+    if mode == "mean":
+        return (hidden_states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    positions = torch.arange(seq_len, device=hidden_states.device)
+    if mode == "first":
+        index = torch.where(mask.bool(), positions, seq_len).min(dim=1).values.clamp(max=seq_len - 1)
+    else:
+        index = torch.where(mask.bool(), positions, -1).max(dim=1).values.clamp(min=0)
+    return hidden_states[torch.arange(batch_size, device=hidden_states.device), index]
+
+
+class RecurrentTransformerForSequenceClassification(RecurrentTransformerPreTrainedModel):
+    def __init__(self, config: RecurrentTransformerConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = RecurrentTransformerModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.score = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @property
+    def pooling(self) -> str:
+        if self.config.classifier_pooling != "auto":
+            return self.config.classifier_pooling
+        return "mean" if self.config.bidirectional else "last"
+
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        outputs = self.model(
+            input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+            inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs,
+        )  # fmt: skip
+        pooled = pool(outputs.last_hidden_state, attention_mask, self.pooling)
+        logits = self.score(self.dropout(pooled))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class RecurrentTransformerForTokenClassification(RecurrentTransformerPreTrainedModel):
+    def __init__(self, config: RecurrentTransformerConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = RecurrentTransformerModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.score = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        outputs = self.model(
+            input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+            inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs,
+        )  # fmt: skip
+        logits = self.score(self.dropout(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, self.config)
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class RecurrentTransformerForMaskedLM(RecurrentTransformerPreTrainedModel):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: RecurrentTransformerConfig):
+        if not config.bidirectional:
+            raise ValueError(
+                "RecurrentTransformerForMaskedLM needs bidirectional=True: a masked-LM sees both sides of each "
+                "token (use RecurrentTransformerForCausalLM for a causal body)"
+            )
+        super().__init__(config)
+        self.model = RecurrentTransformerModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        outputs = self.model(
+            input_ids, attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs
+        )
+        logits = self.lm_head(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        return MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class RecurrentTransformerForCausalLM(RecurrentTransformerPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: RecurrentTransformerConfig):
+        if config.bidirectional:
+            raise ValueError(
+                "RecurrentTransformerForCausalLM needs bidirectional=False: a causal language model must not see "
+                "the tokens it predicts (use RecurrentTransformerForMaskedLM for a bidirectional body)"
+            )
+        super().__init__(config)
+        self.model = RecurrentTransformerModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @deprecate_kwarg("cache_params", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        outputs = self.model(
+            input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+            inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs,
+        )  # fmt: skip
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+__all__ = [
+    "RecurrentTransformerPreTrainedModel",
+    "RecurrentTransformerModel",
+    "RecurrentTransformerForSequenceClassification",
+    "RecurrentTransformerForTokenClassification",
+    "RecurrentTransformerForMaskedLM",
+    "RecurrentTransformerForCausalLM",
+]
