@@ -232,7 +232,7 @@ class RecurrentMixer(nn.Module):
                 # A row with no real token keeps its state.
                 empty = (lengths == 0).view(1, batch_size, 1)
                 if self.cell_type == "lstm":
-                    final = tuple(torch.where(empty, old, new) for old, new in zip(initial, final))
+                    final = tuple(torch.where(empty, old, new) for old, new in zip(initial, final, strict=True))
                 else:
                     final = torch.where(empty, initial, final)
         final = final if isinstance(final, tuple) else (final,)
