@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny config factory, seeded inputs, and the shared data folder."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from recurrent_transformer import RecurrentTransformerConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+
+CELLS = ("lstm", "gru", "rnn", "mingru")
+LAYER_TYPES = ("hybrid", "full_attention", "linear_attention")
+
+
+def tiny_config(**overrides) -> RecurrentTransformerConfig:
+    """vocab 64, hidden 32, 2 layers, 4 heads; no dropout so runs are comparable."""
+    values = dict(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        hidden_dropout_prob=0.0,
+        attention_dropout=0.0,
+        pad_token_id=0,
+    )
+    values.update(overrides)
+    return RecurrentTransformerConfig(**values)
+
+
+def randomize_biases(model: torch.nn.Module, seed: int = 0) -> None:
+    """Non-zero biases everywhere: a masked step that only zeroes its input would still move the state."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "bias" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"shared data not found at {DATA_DIR}")
+    return DATA_DIR

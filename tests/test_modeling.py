@@ -1,0 +1,304 @@
+"""Model behaviour: exact padding, the minGRU scan, gradients, attention back-ends, checkpointing, input checks."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import CELLS, LAYER_TYPES, randomize_biases, tiny_config
+
+from recurrent_transformer import (
+    RecurrentTransformerConfig,
+    RecurrentTransformerForCausalLM,
+    RecurrentTransformerForMaskedLM,
+    RecurrentTransformerForSequenceClassification,
+    RecurrentTransformerForTokenClassification,
+    RecurrentTransformerModel,
+)
+from recurrent_transformer.modeling_recurrent_transformer import RecurrentMixer
+
+LENGTHS = (7, 4, 5)
+
+
+def padding_cases():
+    """Every cell x layer type x direction x window; attention-only layers have no cell, so one case each."""
+    for layer_type, bidirectional, window, positions in itertools.product(
+        LAYER_TYPES, (True, False), (None, 3), ("none", "absolute", "rope")
+    ):
+        has_recurrence = layer_type != "full_attention"
+        if not has_recurrence and window is not None:
+            continue
+        if positions != "none" and layer_type == "linear_attention":
+            continue
+        for cell in CELLS if has_recurrence else ("lstm",):
+            yield pytest.param(
+                cell,
+                layer_type,
+                bidirectional,
+                window,
+                positions,
+                id=f"{cell}-{layer_type}-{'bi' if bidirectional else 'causal'}-w{window}-{positions}",
+            )
+
+
+def padded_batch(sequences, side):
+    max_len = max(len(seq) for seq in sequences)
+    input_ids = torch.zeros(len(sequences), max_len, dtype=torch.long)
+    attention_mask = torch.zeros(len(sequences), max_len, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        span = slice(0, len(seq)) if side == "right" else slice(max_len - len(seq), max_len)
+        input_ids[row, span] = seq
+        attention_mask[row, span] = 1
+    return input_ids, attention_mask
+
+
+@pytest.mark.parametrize("cell,layer_type,bidirectional,window,positions", list(padding_cases()))
+def test_padding_is_exact(cell, layer_type, bidirectional, window, positions):
+    torch.manual_seed(0)
+    config = tiny_config(
+        recurrent_cell=cell,
+        layer_pattern=layer_type,
+        bidirectional=bidirectional,
+        recurrent_window=window,
+        position_embedding_type=positions,
+    )
+    model = RecurrentTransformerModel(config).eval()
+    randomize_biases(model)
+    sequences = [torch.randint(1, config.vocab_size, (length,)) for length in LENGTHS]
+    with torch.no_grad():
+        alone = [model(seq[None]).last_hidden_state[0] for seq in sequences]
+        for side in ("right", "left"):
+            input_ids, attention_mask = padded_batch(sequences, side)
+            batched = model(input_ids, attention_mask=attention_mask).last_hidden_state
+            for row, expected in enumerate(alone):
+                real = attention_mask[row].bool()
+                torch.testing.assert_close(batched[row, real], expected, atol=1e-5, rtol=1e-5, msg=f"{side} row {row}")
+
+
+def mingru_reference(mixer: RecurrentMixer, hidden_states, padding_mask):
+    """Step-by-step minGRU in float64: h_t = (1 - z_t) h_{t-1} + z_t g(k_t); a masked step keeps h."""
+    weight, bias = mixer.gate_proj.weight.double(), mixer.gate_proj.bias.double()
+    batch_size, seq_len, _ = hidden_states.shape
+    projected = F.linear(hidden_states.double(), weight, bias).view(
+        batch_size, seq_len, mixer.num_directions, 2, mixer.state_size
+    )
+    outputs = []
+    for direction in range(mixer.num_directions):
+        steps = range(seq_len) if direction == 0 else reversed(range(seq_len))
+        state = hidden_states.new_zeros(batch_size, mixer.state_size, dtype=torch.float64)
+        per_step = [None] * seq_len
+        for t in steps:
+            gate = torch.sigmoid(projected[:, t, direction, 0])
+            raw = projected[:, t, direction, 1]
+            candidate = torch.where(raw >= 0, raw + 0.5, torch.sigmoid(raw))
+            new_state = (1 - gate) * state + gate * candidate
+            state = torch.where(padding_mask[:, t, None], new_state, state)
+            per_step[t] = state
+        outputs.append(torch.stack(per_step, dim=1))
+    return torch.cat(outputs, dim=-1)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_mingru_scan_matches_step_by_step_reference(bidirectional):
+    torch.manual_seed(0)
+    config = tiny_config(recurrent_cell="mingru", bidirectional=bidirectional, recurrent_hidden_size=32)
+    mixer = RecurrentMixer(config, layer_idx=0)
+    randomize_biases(mixer)
+    seq_len = 1100
+    hidden_states = torch.randn(2, seq_len, config.hidden_size, requires_grad=True)
+    padding_mask = torch.ones(2, seq_len, dtype=torch.bool)
+    padding_mask[1, :75] = False  # left padding
+    output, _ = mixer(hidden_states, padding_mask)
+    expected = mingru_reference(mixer, hidden_states, padding_mask)
+    real = padding_mask
+    torch.testing.assert_close(output[real].double(), expected[real], atol=1e-5, rtol=1e-5)
+
+    weights = torch.randn_like(expected) * real[..., None]
+    grads = torch.autograd.grad((output * weights).sum(), [hidden_states, mixer.gate_proj.weight])
+    expected_grads = torch.autograd.grad((expected * weights.double()).sum(), [hidden_states, mixer.gate_proj.weight])
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        assert torch.isfinite(grad).all()
+        scale = expected_grad.abs().max()
+        torch.testing.assert_close(grad.double() / scale, expected_grad.double() / scale, atol=1e-5, rtol=0)
+
+
+def test_mingru_left_padding_gives_finite_gradients():
+    torch.manual_seed(0)
+    model = RecurrentTransformerForSequenceClassification(tiny_config(recurrent_cell="mingru", num_labels=3))
+    input_ids = torch.randint(1, 64, (2, 9))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, :6] = 0
+    model(input_ids, attention_mask=attention_mask, labels=torch.tensor([0, 2])).loss.backward()
+    for name, param in model.named_parameters():
+        assert param.grad is None or torch.isfinite(param.grad).all(), name
+
+
+HEADS_BIDIRECTIONAL = (
+    RecurrentTransformerModel,
+    RecurrentTransformerForSequenceClassification,
+    RecurrentTransformerForTokenClassification,
+    RecurrentTransformerForMaskedLM,
+)
+HEADS_CAUSAL = (
+    RecurrentTransformerModel,
+    RecurrentTransformerForSequenceClassification,
+    RecurrentTransformerForTokenClassification,
+    RecurrentTransformerForCausalLM,
+)
+
+
+def head_loss(model, input_ids, attention_mask):
+    outputs = model(input_ids, attention_mask=attention_mask)
+    if isinstance(model, RecurrentTransformerModel):
+        return outputs.last_hidden_state.pow(2).mean()
+    return outputs.logits.pow(2).mean()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_gradients_reach_every_parameter(cell, bidirectional):
+    torch.manual_seed(0)
+    for window in (None, 3):
+        config = tiny_config(
+            recurrent_cell=cell,
+            bidirectional=bidirectional,
+            recurrent_window=window,
+            layer_pattern="HAR",
+            num_hidden_layers=3,
+            position_embedding_type="absolute",
+            recurrent_hidden_size=16,  # adds the output projection
+            num_labels=3,
+        )
+        for head in HEADS_BIDIRECTIONAL if bidirectional else HEADS_CAUSAL:
+            model = head(config)
+            input_ids = torch.randint(1, config.vocab_size, (2, 6))
+            attention_mask = torch.ones_like(input_ids)
+            attention_mask[0, 4:] = 0
+            head_loss(model, input_ids, attention_mask).backward()
+            missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+            assert not missing, f"{head.__name__} ({cell}, window={window}): no gradient for {missing}"
+
+
+def test_eager_and_sdpa_agree():
+    torch.manual_seed(0)
+    for bidirectional in (True, False):
+        config = tiny_config(bidirectional=bidirectional, position_embedding_type="rope")
+        eager = RecurrentTransformerModel(config).eval()
+        eager.set_attn_implementation("eager")
+        sdpa = RecurrentTransformerModel(config).eval()
+        sdpa.set_attn_implementation("sdpa")
+        sdpa.load_state_dict(eager.state_dict())
+        input_ids = torch.randint(1, config.vocab_size, (3, 8))
+        attention_mask = torch.ones_like(input_ids)
+        attention_mask[0, :3] = 0
+        attention_mask[1, 6:] = 0
+        with torch.no_grad():
+            expected = eager(input_ids, attention_mask=attention_mask).last_hidden_state
+            actual = sdpa(input_ids, attention_mask=attention_mask).last_hidden_state
+        real = attention_mask.bool()
+        torch.testing.assert_close(actual[real], expected[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "mingru"])
+def test_activation_checkpointing_gives_same_gradients(cell):
+    torch.manual_seed(0)
+    config = tiny_config(recurrent_cell=cell, num_labels=3)
+    model = RecurrentTransformerForSequenceClassification(config).train()
+    input_ids = torch.randint(1, config.vocab_size, (2, 7))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, :2] = 0
+    labels = torch.tensor([1, 2])
+
+    def gradients():
+        model.zero_grad()
+        model(input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    plain = gradients()
+    model.activation_checkpointing_enable()
+    assert model.model.layers[0].gradient_checkpointing
+    checkpointed = gradients()
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_bf16_autocast_gives_finite_loss(cell):
+    torch.manual_seed(0)
+    model = RecurrentTransformerForSequenceClassification(tiny_config(recurrent_cell=cell, num_labels=3))
+    input_ids = torch.randint(1, 64, (2, 9))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, :3] = 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids, attention_mask=attention_mask, labels=torch.tensor([0, 1])).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_input_ids_outside_vocabulary_give_clear_error():
+    model = RecurrentTransformerModel(tiny_config())
+    with pytest.raises(ValueError, match="vocab_size is 64"):
+        model(torch.tensor([[1, 2, 64]]))
+    with pytest.raises(ValueError, match="vocab_size"):
+        model(torch.tensor([[-1, 2]]))
+
+
+def test_heads_refuse_the_wrong_direction():
+    with pytest.raises(ValueError, match="bidirectional=True"):
+        RecurrentTransformerForMaskedLM(tiny_config(bidirectional=False))
+    with pytest.raises(ValueError, match="bidirectional=False"):
+        RecurrentTransformerForCausalLM(tiny_config(bidirectional=True))
+
+
+@pytest.mark.parametrize(
+    "problem_type,num_labels,labels",
+    [
+        ("single_label_classification", 3, torch.tensor([0, 2])),
+        ("multi_label_classification", 3, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])),
+        ("regression", 1, torch.tensor([0.5, -1.0])),
+    ],
+)
+def test_sequence_classification_problem_types(problem_type, num_labels, labels):
+    torch.manual_seed(0)
+    config = tiny_config(num_labels=num_labels, problem_type=problem_type)
+    model = RecurrentTransformerForSequenceClassification(config)
+    outputs = model(torch.randint(1, 64, (2, 5)), labels=labels)
+    assert outputs.logits.shape == (2, num_labels)
+    assert torch.isfinite(outputs.loss) and outputs.loss > 0
+
+
+@pytest.mark.parametrize("bidirectional,pooling", [(True, "mean"), (True, "first"), (False, "last")])
+def test_pooling_uses_attention_mask(bidirectional, pooling):
+    """The pooled vector of a padded row equals that of the unpadded row, whatever the pad id."""
+    torch.manual_seed(0)
+    config = tiny_config(bidirectional=bidirectional, classifier_pooling=pooling, num_labels=2, pad_token_id=5)
+    model = RecurrentTransformerForSequenceClassification(config).eval()
+    sequence = torch.tensor([[7, 8, 9, 10]])
+    for padded, mask in (
+        (torch.tensor([[5, 5, 7, 8, 9, 10]]), torch.tensor([[0, 0, 1, 1, 1, 1]])),
+        (torch.tensor([[7, 8, 9, 10, 5, 5]]), torch.tensor([[1, 1, 1, 1, 0, 0]])),
+    ):
+        with torch.no_grad():
+            torch.testing.assert_close(
+                model(padded, attention_mask=mask).logits, model(sequence).logits, atol=1e-5, rtol=1e-5
+            )
+
+
+def test_recurrent_state_continues_the_sequence():
+    """The recurrent sub-layer takes a state in and returns one: two halves equal one pass."""
+    torch.manual_seed(0)
+    for cell, window in itertools.product(CELLS, (None, 3)):
+        config = tiny_config(recurrent_cell=cell, bidirectional=False, recurrent_window=window)
+        mixer = RecurrentMixer(config, layer_idx=0)
+        randomize_biases(mixer)
+        hidden_states = torch.randn(2, 10, config.hidden_size)
+        with torch.no_grad():
+            whole, _ = mixer(hidden_states)
+            first, state = mixer(hidden_states[:, :6])
+            second, _ = mixer(hidden_states[:, 6:], state=state)
+        torch.testing.assert_close(torch.cat([first, second], 1), whole, atol=1e-5, rtol=1e-5, msg=f"{cell} {window}")
+
+
+def test_config_class_is_the_registered_one():
+    assert RecurrentTransformerModel.config_class is RecurrentTransformerConfig
