@@ -490,6 +490,20 @@ class RecurrentTransformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, RotaryPositions):
             init.copy_(module.inv_freq, module.compute_inv_freq())
 
+    @staticmethod
+    def _finalize_model_loading(model, load_config, loading_info):
+        loading_info = PreTrainedModel._finalize_model_loading(model, load_config, loading_info)
+        # Weights loaded from safetensors can sit at unaligned addresses, and torch's CPU kernel for packed
+        # sequences then rounds differently (1e-7): give the cells their own aligned copies, so a reloaded model
+        # reproduces the saved one bit for bit.
+        for module in model.modules():
+            if isinstance(module, nn.RNNBase):
+                with torch.no_grad():
+                    for param in module.parameters():
+                        param.data = param.data.clone()
+                module._init_flat_weights()
+        return loading_info
+
 
 class RecurrentTransformerModel(RecurrentTransformerPreTrainedModel):
     def __init__(self, config: RecurrentTransformerConfig):

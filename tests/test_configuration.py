@@ -1,0 +1,111 @@
+"""Config: defaults, layer patterns, validation errors that name the field, JSON round trip, presets."""
+
+import json
+
+import pytest
+from conftest import tiny_config
+
+from recurrent_transformer import RecurrentTransformerConfig, RecurrentTransformerForSequenceClassification
+from recurrent_transformer.presets import available_presets, load_preset
+
+
+def test_defaults_are_the_hybrid_small_preset():
+    config = RecurrentTransformerConfig()
+    assert config.layer_types == ["hybrid"] * 4
+    assert config.recurrent_hidden_size == config.hidden_size == 256
+    assert config.number_of_conv_states == 2  # LSTM: h and c
+    preset = load_preset("hybrid-small")
+    for field in ("hidden_size", "num_hidden_layers", "layer_types", "recurrent_cell", "intermediate_size"):
+        assert getattr(preset, field) == getattr(config, field), field
+
+
+@pytest.mark.parametrize(
+    "pattern,expected",
+    [
+        ("hybrid", ["hybrid"] * 4),
+        ("linear_attention", ["linear_attention"] * 4),
+        ("RRRA", ["linear_attention"] * 3 + ["full_attention"]),
+        ("HA", ["hybrid", "full_attention", "hybrid", "full_attention"]),
+    ],
+)
+def test_layer_pattern_expands_and_only_the_list_is_saved(pattern, expected, tmp_path):
+    config = RecurrentTransformerConfig(layer_pattern=pattern)
+    assert config.layer_types == expected
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["layer_types"] == expected
+    assert saved.get("layer_pattern") is None
+    assert RecurrentTransformerConfig.from_pretrained(tmp_path).layer_types == expected
+
+
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        (dict(hidden_size=30), "hidden_size"),
+        (dict(recurrent_cell="lstmx"), "recurrent_cell"),
+        (dict(layer_types=["lstm", "hybrid", "hybrid", "hybrid"]), "layer_types"),
+        (dict(layer_types=["hybrid"] * 3), "layer_types"),
+        (dict(layer_pattern="XY"), "layer_pattern"),
+        (dict(recurrent_window=1), "recurrent_window"),
+        (dict(position_embedding_type="sinusoidal"), "position_embedding_type"),
+        (dict(intermediate_size=-1), "intermediate_size"),
+        (dict(recurrent_hidden_size=33), "recurrent_hidden_size"),
+        (dict(layer_pattern="hybrid_sliding", bidirectional=False), "sliding_window"),
+        (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
+        (dict(classifier_pooling="first", bidirectional=False), "classifier_pooling"),
+        (dict(classifier_pooling="max"), "classifier_pooling"),
+        (dict(pad_token_id=9000), "pad_token_id"),
+        (dict(hidden_size=36, num_attention_heads=4, position_embedding_type="rope"), "rope"),
+    ],
+)
+def test_invalid_values_raise_an_error_naming_the_field(overrides, field):
+    # transformers' @strict wraps a ValueError in huggingface_hub's StrictDataclass*Error: the message matters.
+    with pytest.raises(Exception, match=field) as error:
+        RecurrentTransformerConfig(**overrides)
+    assert "Error" in type(error.value).__name__
+
+
+def test_json_round_trip(tmp_path):
+    config = tiny_config(recurrent_cell="mingru", recurrent_window=4, bidirectional=False, num_labels=5)
+    path = tmp_path / "config.json"
+    config.to_json_file(path)
+    loaded = RecurrentTransformerConfig.from_json_file(path)
+    assert loaded.to_dict() == config.to_dict()
+
+
+def test_saved_config_holds_the_full_auto_map(tmp_path):
+    tiny_config().save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert set(auto_map) == {
+        "AutoConfig",
+        "AutoModel",
+        "AutoModelForSequenceClassification",
+        "AutoModelForTokenClassification",
+        "AutoModelForMaskedLM",
+        "AutoModelForCausalLM",
+    }
+
+
+def test_presets_load_and_baselines_match_the_hybrid_in_parameters():
+    assert {"hybrid-small", "lstm-baseline", "transformer-baseline", "local-rnn", "mingru-hybrid", "tiny"} <= set(
+        available_presets()
+    )
+    counts = {}
+    for name in ("hybrid-small", "lstm-baseline", "transformer-baseline"):
+        model = RecurrentTransformerForSequenceClassification(load_preset(name, num_labels=8))
+        counts[name] = sum(p.numel() for p in model.parameters())
+    for name in ("lstm-baseline", "transformer-baseline"):
+        assert abs(counts[name] / counts["hybrid-small"] - 1) <= 0.05, counts
+    lstm = load_preset("lstm-baseline")
+    assert set(lstm.layer_types) == {"linear_attention"} and lstm.intermediate_size == 0
+    assert set(load_preset("transformer-baseline").layer_types) == {"full_attention"}
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match="hybrid-small"):
+        load_preset("hybird-small")
+
+
+def test_preset_overrides():
+    config = load_preset("lstm-baseline", num_hidden_layers=2, vocab_size=100)
+    assert config.layer_types == ["linear_attention"] * 2 and config.vocab_size == 100
