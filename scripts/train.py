@@ -233,7 +233,8 @@ def build_accelerator(train_args: TrainArguments) -> Accelerator:
     # Without an accelerator device, cpu=True is what turns `accelerate launch --multi_gpu` processes into one
     # gloo process group (MULTI_CPU); otherwise each process would train alone on its own copy.
     cpu = train_args.use_cpu or not torch.accelerator.is_available()
-    mixed_precision = "bf16" if train_args.bf16 else "no"
+    # Unset: the launcher's setting (`accelerate launch --mixed_precision` or its config file), else "no".
+    mixed_precision = "bf16" if train_args.bf16 else None
     if train_args.bf16:
         from accelerate.utils import is_bf16_available
 
@@ -441,6 +442,15 @@ def train(model_args, data_args, train_args, accelerator: Accelerator, data: Lab
         accelerator.init_trackers("train", config=hparams)
 
     best_dir = output_dir / CHECKPOINT_DIR / BEST_DIR
+
+    def save_model(folder: Path) -> None:
+        """`save_pretrained` on the main process; every process joins in, as FSDP and DeepSpeed gather the weights."""
+        state_dict = accelerator.get_state_dict(model)
+        accelerator.unwrap_model(model).save_pretrained(
+            folder, is_main_process=accelerator.is_main_process, state_dict=state_dict, save_function=accelerator.save
+        )
+        accelerator.wait_for_everyone()
+
     progress = tqdm(
         total=max_steps,
         initial=state.global_step,
@@ -459,8 +469,7 @@ def train(model_args, data_args, train_args, accelerator: Accelerator, data: Lab
         improved = state.best_metric is None or metric > state.best_metric
         if improved:
             state.best_metric, state.best_step, state.evaluations_without_gain = metric, state.global_step, 0
-            if accelerator.is_main_process:
-                accelerator.unwrap_model(model).save_pretrained(best_dir)
+            save_model(best_dir)
         else:
             state.evaluations_without_gain += 1
         state.log_history.append({"step": state.global_step, **scores})
@@ -554,6 +563,7 @@ def train(model_args, data_args, train_args, accelerator: Accelerator, data: Lab
     if train_args.load_best_model_at_end and state.best_step not in (None, state.global_step):
         unwrapped.load_state_dict(load_file(best_dir / "model.safetensors"))
         logger.info(f"loaded the best weights, from step {state.best_step}")
+    save_model(output_dir)
     final_split = "test" if "test" in loaders else "validation"
     predictions, references, _ = predict(model, loaders[final_split], accelerator)
     scores = classification_metrics(predictions, references, data.label_names, backend=train_args.metrics_backend)
@@ -564,7 +574,6 @@ def train(model_args, data_args, train_args, accelerator: Accelerator, data: Lab
         "global_step": state.global_step,
     }
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
         write_json(output_dir / "metrics.json", results)
         write_confusion_matrix(
