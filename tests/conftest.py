@@ -7,6 +7,10 @@ import torch
 
 from recurrent_transformer import RecurrentTransformerConfig
 
+# The tests run tiny models, where a second thread costs more than it gives (and 2 cores are shared with the
+# subprocesses some tests start).
+torch.set_num_threads(1)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 
