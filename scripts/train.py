@@ -573,8 +573,7 @@ def train(model_args, data_args, train_args, accelerator: Accelerator, data: Lab
         "best_validation": {train_args.metric_for_best_model: state.best_metric, "step": state.best_step},
         "global_step": state.global_step,
     }
-    if accelerator.is_main_process:
-        tokenizer.save_pretrained(output_dir)
+    if accelerator.is_main_process:  # the tokenizer was saved at the run's start
         write_json(output_dir / "metrics.json", results)
         write_confusion_matrix(
             scores["confusion_matrix"],

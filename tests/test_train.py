@@ -1,0 +1,122 @@
+"""scripts/train.py end to end on R8, then the saved folder reloaded and scored again by scripts/evaluate.py."""
+
+import json
+
+import pytest
+import torch
+from train_helpers import DATA_DIR, R8_MAJORITY_ACCURACY, R8_TEST, SMOKE, load_script, run_script
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from recurrent_transformer import RecurrentTransformerForSequenceClassification
+from recurrent_transformer.data import DataError
+
+pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"shared data not found at {DATA_DIR}")
+
+R8_LABELS = ["acq", "crude", "earn", "grain", "interest", "money-fx", "ship", "trade"]
+HEADLINE = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "f1_weighted")
+
+
+@pytest.fixture(scope="module")
+def r8_run(tmp_path_factory):
+    """The tiny preset on all of R8's training rows (less the validation tenth) for 300 steps: about a minute."""
+    output_dir = tmp_path_factory.mktemp("r8") / "run"
+    results = run_script(
+        "train",
+        [
+            SMOKE,
+            *("--output_dir", output_dir),
+            *("--max_train_samples", 100_000, "--max_eval_samples", 100_000, "--max_test_samples", 100_000),
+            *("--max_length", 64, "--tokenizer_vocab_size", 2000),
+            *("--max_steps", 300, "--per_device_train_batch_size", 32, "--learning_rate", 3e-3),
+            *("--eval_steps", 100, "--logging_steps", 50, "--per_device_eval_batch_size", 128),
+            *("--report_to", "tensorboard", "--disable_tqdm"),
+        ],
+    )
+    return output_dir, results
+
+
+def test_r8_run_beats_the_majority_class(r8_run):
+    _, results = r8_run
+    test = results["test"]
+    assert test["num_samples"] == 2189
+    assert test["accuracy"] > R8_MAJORITY_ACCURACY + 0.2, test["accuracy"]
+    assert test["f1_macro"] > 0.2  # more than one class is predicted
+    assert results["best_validation"]["step"] in (100, 200, 300)
+
+
+def test_r8_run_writes_its_outputs(r8_run):
+    output_dir, results = r8_run
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "train_args.json"):
+        assert (output_dir / name).is_file(), name
+    assert (output_dir / "modeling_recurrent_transformer.py").is_file()  # loadable with trust_remote_code
+    assert (output_dir / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert list((output_dir / "logs").rglob("events.out.tfevents.*")), "no TensorBoard events"
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(results))
+    test = metrics["test"]
+    assert all(0 <= test[name] <= 1 for name in HEADLINE)
+    assert sorted(test["per_class"]) == R8_LABELS
+    assert sum(row["support"] for row in test["per_class"].values()) == 2189
+    assert sum(map(sum, test["confusion_matrix"])) == 2189
+    run_info = json.loads((output_dir / "run_info.json").read_text())
+    assert run_info["global_step"] == 300 and run_info["num_processes"] == 1
+    train_args = json.loads((output_dir / "train_args.json").read_text())
+    assert train_args["training"]["max_steps"] == 300 and train_args["model"]["model_config"] == "tiny"
+
+
+def test_r8_folder_reloads_and_reproduces_its_test_metrics(r8_run, tmp_path):
+    output_dir, results = r8_run
+    model = AutoModelForSequenceClassification.from_pretrained(output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    assert isinstance(model, RecurrentTransformerForSequenceClassification)
+    assert [model.config.id2label[i] for i in range(8)] == R8_LABELS
+    assert model.config.pad_token_id == tokenizer.pad_token_id == 0
+    assert model.config.vocab_size == len(tokenizer) == 2000
+    assert tokenizer.model_max_length == 64
+    batch = tokenizer(["wheat exports rose sharply", "net profit up"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert model(**batch).logits.shape == (2, 8)
+
+    scores = run_script(
+        "evaluate",
+        [
+            *("--model_dir", output_dir, "--data_file", R8_TEST, "--batch_size", 128),
+            *("--output_file", tmp_path / "eval.json", "--confusion_matrix", tmp_path / "eval.png"),
+            *("--metrics_backend", "sklearn"),
+        ],
+    )
+    written = json.loads((tmp_path / "eval.json").read_text())
+    assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
+    for name in HEADLINE:
+        assert written[name] == scores[name] == results["test"][name], name
+    assert written["confusion_matrix"] == results["test"]["confusion_matrix"]
+    assert written["per_class"] == results["test"]["per_class"]
+
+
+def test_yaml_supplies_defaults_and_flags_override_them():
+    train = load_script("train")
+    model_args, data_args, train_args = train.parse_args([SMOKE, "--max_steps", "7", "--no_lowercase"])
+    assert model_args.model_config == "tiny" and data_args.max_train_samples == 128  # from the YAML file
+    assert train_args.max_steps == 7 and model_args.lowercase is False  # from the flags
+    assert train_args.learning_rate == pytest.approx(1e-3)
+    model_args, _, train_args = train.parse_args(["--output_dir", "x"])  # no YAML: the dataclass defaults
+    assert model_args.model_config == "hybrid-small" and train_args.max_steps == -1
+
+
+def test_yaml_with_an_unknown_key_is_refused(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model_config: tiny\nlearning_rat: 0.1\n")
+    with pytest.raises(DataError, match=r"unknown keys \['learning_rat'\]"):
+        load_script("train").parse_args([str(path)])
+
+
+def test_config_overrides_reach_the_model():
+    train = load_script("train")
+    assert train.parse_overrides("hidden_dropout_prob=0, recurrent_cell=gru,num_hidden_layers=3") == {
+        "hidden_dropout_prob": 0.0,
+        "recurrent_cell": "gru",
+        "num_hidden_layers": 3,
+    }
+    assert isinstance(train.parse_overrides("hidden_dropout_prob=0")["hidden_dropout_prob"], float)
+    with pytest.raises(DataError, match="not key=value"):
+        train.parse_overrides("dropout")
