@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
 
 import recurrent_transformer  # noqa: F401  (registers the model with the Auto classes)
-from recurrent_transformer.data import FILE_FORMATS, DataError, check_data_file, make_collator
+from recurrent_transformer.data import DataError, check_data_file, load_data_file, make_collator
 from recurrent_transformer.metrics import METRIC_BACKENDS, classification_metrics, save_confusion_matrix
 
 
@@ -60,10 +60,7 @@ def load_model(model_dir: str):
 
 
 def load_split(args: EvaluateArguments, label2id: dict[str, int]) -> datasets.Dataset:
-    path = check_data_file(args.data_file, "data_file")
-    builder = FILE_FORMATS[path.suffix.lower()]
-    extra = {"keep_default_na": False} if builder == "csv" else {}
-    split = datasets.load_dataset(builder, data_files={"data": str(path)}, **extra)["data"]
+    split = load_data_file(check_data_file(args.data_file, "data_file"), "data")
     missing = [column for column in (args.text_column, args.label_column) if column not in split.column_names]
     if missing:
         raise DataError(

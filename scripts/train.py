@@ -304,7 +304,8 @@ def build_tokenizer(model_args: ModelArguments, data: LabelledData, accelerator:
     )
 
 
-def build_model(model_args: ModelArguments, tokenizer, data: LabelledData):
+def build_config(model_args: ModelArguments, tokenizer, data: LabelledData) -> RecurrentTransformerConfig:
+    """The preset with this run's vocabulary, labels, padding id and overrides; `DataError` if it is invalid."""
     try:
         config = load_preset(
             model_args.model_config,
@@ -317,7 +318,7 @@ def build_model(model_args: ModelArguments, tokenizer, data: LabelledData):
         )
     except (ValueError, TypeError, StrictDataclassClassValidationError, StrictDataclassFieldValidationError) as error:
         raise DataError(f"model config {model_args.model_config!r}: {error}") from error
-    return RecurrentTransformerForSequenceClassification(config)
+    return config
 
 
 def build_optimizer(model, train_args: TrainArguments) -> torch.optim.AdamW:
@@ -383,7 +384,9 @@ def write_json(path: Path, values: dict) -> None:
     path.write_text(json.dumps(values, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def train(model_args, data_args, train_args, accelerator: Accelerator, data: LabelledData, tokenizer, resume_from):
+def train(
+    model_args, data_args, train_args, accelerator: Accelerator, data: LabelledData, tokenizer, config, resume_from
+):
     output_dir = Path(train_args.output_dir)
     tokenized = tokenize_splits(data.splits, tokenizer, model_args.max_length)
     collator = make_collator(tokenizer)
@@ -400,7 +403,7 @@ def train(model_args, data_args, train_args, accelerator: Accelerator, data: Lab
         for name, split in tokenized.items()
     }
     set_seed(train_args.seed)  # before building the model: its initial weights follow the seed
-    model = build_model(model_args, tokenizer, data)
+    model = RecurrentTransformerForSequenceClassification(config)
     optimizer = build_optimizer(model, train_args)
     num_processes = accelerator.num_processes
     # Per-process micro-batches in an epoch once sharded: what prepare() will yield on each process.
@@ -626,6 +629,7 @@ def run(argv: list[str] | None = None) -> dict:
     data = build_datasets(data_args, train_args.seed)
     # Resuming reuses the tokenizer saved at the run's start (a fresh one could differ, see build_tokenizer).
     tokenizer = build_tokenizer(model_args, data, accelerator, output_dir if resume_from else None)
+    config = build_config(model_args, tokenizer, data)
     # Every check has passed on every process; only now is the output folder written.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and resume_from is None:
@@ -639,7 +643,7 @@ def run(argv: list[str] | None = None) -> dict:
         write_json(output_dir / "train_args.json", resolved)
         tokenizer.save_pretrained(output_dir)
     accelerator.wait_for_everyone()
-    return train(model_args, data_args, train_args, accelerator, data, tokenizer, resume_from)
+    return train(model_args, data_args, train_args, accelerator, data, tokenizer, config, resume_from)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -60,19 +60,21 @@ def check_data_file(path: str | Path, argument: str) -> Path:
     return path
 
 
-def _load_files(files: dict[str, Path], cache_dir: str | None) -> datasets.DatasetDict:
-    suffixes = {FILE_FORMATS[path.suffix.lower()] for path in files.values()}
-    if len(suffixes) > 1:
-        raise DataError(f"data files mix formats {sorted(suffixes)}: use one format for every split")
-    builder = suffixes.pop()
-    data_files = {split: str(path) for split, path in files.items()}
+def load_data_file(path: Path, name: str, cache_dir: str | None = None) -> datasets.Dataset:
+    """One file as a `Dataset`; each file is read on its own, so one file's columns or emptiness is reported
+    against that file rather than as a schema clash between splits."""
+    builder = FILE_FORMATS[path.suffix.lower()]
+    # keep_default_na=False: a CSV cell holding "NA" or "null" is text, not a missing value.
+    extra = {"keep_default_na": False} if builder == "csv" else {}
     try:
-        # keep_default_na=False: a CSV cell holding "NA" or "null" is text, not a missing value.
-        extra = {"keep_default_na": False} if builder == "csv" else {}
-        return datasets.load_dataset(builder, data_files=data_files, cache_dir=cache_dir, **extra)
-    except (datasets.exceptions.DatasetGenerationError, ValueError, OSError) as error:
+        return datasets.load_dataset(builder, data_files={name: str(path)}, split=name, cache_dir=cache_dir, **extra)
+    except ValueError as error:
+        if "corresponds to no data" in str(error):  # datasets' words for a file with no rows
+            raise DataError(f"{name} data is empty: {str(path)!r} has no rows") from error
+        raise DataError(f"could not read {name} data {str(path)!r}: {error}") from error
+    except (datasets.exceptions.DatasetGenerationError, OSError) as error:
         cause = error.__cause__ or error
-        raise DataError(f"could not read {data_files}: {type(cause).__name__}: {cause}") from error
+        raise DataError(f"could not read {name} data {str(path)!r}: {type(cause).__name__}: {cause}") from error
 
 
 def _load_hub(name: str, config_name: str | None, cache_dir: str | None) -> datasets.DatasetDict:
@@ -166,7 +168,7 @@ def load_labelled_data(
             files["validation"] = check_data_file(validation_file, "validation_file")
         if test_file is not None:
             files["test"] = check_data_file(test_file, "test_file")
-        splits = dict(_load_files(files, cache_dir))
+        splits = {name: load_data_file(path, name, cache_dir) for name, path in files.items()}
 
     splits = {name: _clean_split(split, name, text_column, label_column) for name, split in splits.items()}
     label_names = sorted(set(splits["train"]["label"]), key=_label_sort_key)

@@ -1,0 +1,98 @@
+"""Data parallel on CPU: `accelerate launch` with 2 gloo processes ends with the weights of one process that
+sees the same global batches.
+
+Why they match: the shuffle order depends on (seed, epoch) only (Accelerate's seedable sampler); the sharded
+loader deals the sampler's batches round-robin, so 2 processes x 2 rows x 2 accumulated micro-batches cover the
+same 8 rows per step as 1 process x 8 rows; DDP averages the processes' gradients of per-batch mean losses and
+Accelerate divides each micro-batch loss by the accumulation steps, which gives the mean over the 8 rows. Dropout
+is 0 (each process draws its own masks). The warm-up and decay lengths count optimizer steps the same way in both.
+"""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from train_helpers import (
+    DATA_DIR,
+    R8_TRAIN,
+    REPO_ROOT,
+    SMOKE,
+    assert_same_weights,
+    launch_env,
+    python,
+    run_script,
+)
+
+from recurrent_transformer.data import load_labelled_data, train_tokenizer, training_texts
+
+pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"shared data not found at {DATA_DIR}")
+LAUNCH_TIMEOUT_S = 600
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """One tokenizer for both runs: tokenizer training is not reproducible (huggingface/tokenizers#1794)."""
+    folder = tmp_path_factory.mktemp("tokenizer")
+    data = load_labelled_data(train_file=R8_TRAIN, max_train_samples=500)
+    train_tokenizer(training_texts(data.splits["train"]), vocab_size=1000, model_max_length=64).save_pretrained(folder)
+    return folder
+
+
+def common_args(tokenizer_dir, output_dir):
+    # 64 rows: 8 global batches of 8, so 6 steps stay inside one epoch and no process needs padding rows.
+    return [
+        SMOKE,
+        *("--output_dir", output_dir, "--tokenizer_name", tokenizer_dir),
+        *("--config_overrides", "hidden_dropout_prob=0,classifier_dropout=0,attention_dropout=0"),
+        *("--max_train_samples", 64, "--max_eval_samples", 30, "--max_test_samples", 30),
+        *("--max_steps", 6, "--eval_steps", 3, "--warmup_steps", 2, "--learning_rate", 3e-3),
+        *("--disable_tqdm", "--load_best_model_at_end", "false"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def single_process(tokenizer_dir, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("single") / "run"
+    results = run_script("train", [*common_args(tokenizer_dir, output_dir), "--per_device_train_batch_size", 8])
+    return output_dir, results
+
+
+def launch(launcher_args: list[str], script_args: list) -> subprocess.CompletedProcess:
+    accelerate = shutil.which("accelerate")
+    command = [accelerate] if accelerate else [python(), "-m", "accelerate.commands.launch"]
+    if accelerate:
+        command.append("launch")
+    command += [*launcher_args, "scripts/train.py", *map(str, script_args)]
+    completed = subprocess.run(
+        command, cwd=REPO_ROOT, env=launch_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S
+    )
+    assert completed.returncode == 0, completed.stderr[-5000:]
+    return completed
+
+
+LAUNCHERS = {
+    "flags": ["--multi_gpu", "--num_processes", "2", "--main_process_port", "0"],
+    "config-file": ["--config_file", "configs/accelerate/multi_cpu.yaml"],
+}
+
+
+@pytest.mark.parametrize(
+    "launcher", ["flags", pytest.param("config-file", marks=pytest.mark.slow)], ids=["flags", "config-file"]
+)
+def test_two_cpu_processes_match_one(tokenizer_dir, single_process, tmp_path, launcher):
+    single_dir, single_results = single_process
+    output_dir = tmp_path / "run"
+    per_process = ["--per_device_train_batch_size", 2, "--gradient_accumulation_steps", 2]
+    launch(LAUNCHERS[launcher], [*common_args(tokenizer_dir, output_dir), *per_process])
+
+    run_info = json.loads((output_dir / "run_info.json").read_text())
+    assert run_info["num_processes"] == 2 and run_info["global_batch_size"] == 8
+    assert run_info["global_step"] == 6
+    assert_same_weights(output_dir, single_dir, atol=1e-5)
+    # The weights moved: the comparison is not between two untouched initialisations.
+    with pytest.raises(AssertionError):
+        assert_same_weights(output_dir, single_dir / "checkpoints" / "step-0000003", atol=1e-5)
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["test"]["num_samples"] == 30  # gather_for_metrics drops the rows padded for even shards
+    assert metrics["test"]["confusion_matrix"] == single_results["test"]["confusion_matrix"]
