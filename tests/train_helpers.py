@@ -49,17 +49,24 @@ def reset_accelerate() -> None:
     GradientState._reset_state()
 
 
-def run_script(name: str, argv: list[str]):
-    """`main(argv)` of scripts/<name>.py, run from the repository root with one torch thread (as each process of
-    a 2-process launch on 2 cores has); returns what `main` returns."""
+@contextlib.contextmanager
+def one_thread():
+    """One torch thread, as each process of a 2-process launch on 2 cores has. On a busy 2-core machine two
+    OpenMP threads spin-wait on each other: tiny-model steps were measured 70x slower with two."""
     threads = torch.get_num_threads()
-    # One thread: on a busy 2-core machine two OpenMP threads spin-wait on each other (steps measured 70x slower).
     torch.set_num_threads(1)
-    with in_repo_root():
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_script(name: str, argv: list[str]):
+    """`main(argv)` of scripts/<name>.py, run from the repository root on one thread; returns what it returns."""
+    with in_repo_root(), one_thread():
         try:
             return load_script(name).main([str(arg) for arg in argv])
         finally:
-            torch.set_num_threads(threads)
             reset_accelerate()
 
 
@@ -72,13 +79,6 @@ def launch_env() -> dict[str, str]:
 
 def python() -> str:
     return sys.executable
-
-
-def max_weight_difference(folder_a: Path, folder_b: Path) -> float:
-    weights_a = load_file(Path(folder_a) / "model.safetensors")
-    weights_b = load_file(Path(folder_b) / "model.safetensors")
-    assert weights_a.keys() == weights_b.keys()
-    return max((weights_a[name].float() - weights_b[name].float()).abs().max().item() for name in weights_a)
 
 
 def assert_same_weights(folder_a: Path, folder_b: Path, atol: float) -> None:
