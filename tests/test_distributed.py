@@ -46,7 +46,7 @@ def common_args(tokenizer_dir, output_dir):
         *("--output_dir", output_dir, "--tokenizer_name", tokenizer_dir),
         *("--config_overrides", "hidden_dropout_prob=0,classifier_dropout=0,attention_dropout=0"),
         *("--max_train_samples", 64, "--max_eval_samples", 30, "--max_test_samples", 30),
-        *("--max_steps", 6, "--eval_steps", 3, "--warmup_steps", 2, "--learning_rate", 3e-3),
+        *("--max_steps", 6, "--eval_steps", 3, "--warmup_steps", 2, "--learning_rate", 1e-3),
         *("--disable_tqdm", "--load_best_model_at_end", "false"),
     ]
 
