@@ -4,7 +4,16 @@ import json
 
 import pytest
 import torch
-from train_helpers import DATA_DIR, R8_MAJORITY_ACCURACY, R8_TEST, SMOKE, load_script, run_script
+from safetensors.torch import load_file
+from train_helpers import (
+    DATA_DIR,
+    R8_MAJORITY_ACCURACY,
+    R8_TEST,
+    SMOKE,
+    assert_same_weights,
+    load_script,
+    run_script,
+)
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from recurrent_transformer import RecurrentTransformerForSequenceClassification
@@ -120,3 +129,43 @@ def test_config_overrides_reach_the_model():
     assert isinstance(train.parse_overrides("hidden_dropout_prob=0")["hidden_dropout_prob"], float)
     with pytest.raises(DataError, match="not key=value"):
         train.parse_overrides("dropout")
+
+
+def test_final_weights_are_the_best_validated_ones(r8_run):
+    output_dir, results = r8_run
+    assert_same_weights(output_dir, output_dir / "checkpoints" / "best", atol=0)
+    steps = {entry["step"]: entry["f1_macro"] for entry in load_state(output_dir)["log_history"]}
+    assert results["best_validation"]["f1_macro"] == max(steps.values())
+    assert steps[results["best_validation"]["step"]] == max(steps.values())
+
+
+def load_state(output_dir):
+    (last,) = sorted((output_dir / "checkpoints").glob("step-*"))[-1:]
+    return json.loads((last / "trainer_state.json").read_text())
+
+
+def test_early_stopping_ends_the_run_after_patience_validations(tmp_path):
+    # Learning rate 0: the validation score never improves on the first one, so patience 2 stops at step 6.
+    results = run_script(
+        "train",
+        [
+            SMOKE,
+            *("--output_dir", tmp_path / "run", "--learning_rate", 0.0, "--warmup_steps", 0),
+            *("--max_steps", 20, "--eval_steps", 2, "--early_stopping_patience", 2, "--disable_tqdm"),
+        ],
+    )
+    assert results["global_step"] == 6
+    assert results["best_validation"]["step"] == 2
+
+
+def test_bf16_mixed_precision_runs_where_supported(tmp_path):
+    from accelerate.utils import is_bf16_available
+
+    if not is_bf16_available(ignore_tpu=True):
+        pytest.skip("no bfloat16 support on this hardware")
+    output_dir = tmp_path / "run"
+    results = run_script("train", [SMOKE, "--output_dir", output_dir, "--bf16", "--max_steps", 2, "--disable_tqdm"])
+    assert json.loads((output_dir / "run_info.json").read_text())["mixed_precision"] == "bf16"
+    assert 0 <= results["test"]["accuracy"] <= 1
+    weights = load_file(output_dir / "model.safetensors")
+    assert all(tensor.dtype == torch.float32 for tensor in weights.values())  # autocast, fp32 master weights
