@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny config factory, seeded inputs, and the shared data folder."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from recurrent_transformer import RecurrentTransformerConfig
 # The tests run tiny models, where a second thread costs more than it gives (and 2 cores are shared with the
 # subprocesses some tests start).
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # and the processes the tests start (accelerate launch, remote code)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
