@@ -1,0 +1,472 @@
+"""CPU throughput and training memory of the model presets, against transformers' BERT (or Llama) of equal shape.
+
+For each preset, our model and a reference of equal hidden size, layers, heads, feed-forward width and dropout are
+built side by side and timed interleaved in one process: warm-up steps first, then `--rounds` rounds in which each
+model runs `--steps` steps (the order alternates from round to round); a throughput is the median over rounds.
+
+    python scripts/benchmark.py                                  # every preset but tiny, batch 32 x 128, fp32
+    python scripts/benchmark.py --presets hybrid-small lstm-baseline --rounds 7
+    python scripts/benchmark.py --bf16                           # torch.autocast(cpu, bfloat16) for both models
+    python scripts/benchmark.py --compile                        # adds torch.compile(our model) and its speed-up
+    python scripts/benchmark.py --causal                         # bidirectional=False ForCausalLM vs LlamaForCausalLM
+    python scripts/benchmark.py --threads 2 --output runs/benchmark   # writes runs/benchmark.md and .json
+
+Default task: sequence classification with `--num_labels` 8 against `BertForSequenceClassification` (gelu,
+`hidden_dropout_prob` and `attention_probs_dropout_prob` from the preset). `--causal` instead benchmarks each
+preset with `bidirectional=False` as `RecurrentTransformerForCausalLM` against `LlamaForCausalLM` (Llama's own gated
+SiLU MLP of the same intermediate size, no hidden dropout, tied embeddings like ours), language-model loss on the
+input ids. A preset without a feed-forward sub-layer (`intermediate_size` 0) is compared with a reference whose
+feed-forward is 4 x hidden_size (for lstm-baseline: hybrid-small's shape); the `reference` column says so.
+
+- training step: forward + loss + backward + AdamW step + zero_grad, in train mode (dropout on);
+- inference: forward under `torch.inference_mode()` in eval mode (full sequence, no cache);
+- ratio: our tokens/s divided by the reference's tokens/s (above 1: ours is faster);
+- train peak MiB: peak live tensor memory of one steady-state training step = parameters + AdamW state (counted
+  from the tensors) + the step's peak of activations, gradients and temporaries, read from torch.profiler's CPU
+  allocator events (`profile_memory=True`). It leaves out the Python/torch runtime and any workspace oneDNN/MKL
+  allocate outside torch's allocator, so it compares models rather than predicting process RSS.
+
+Timings are only comparable within one run: the models share the process, the threads and the machine's load
+(the footnote gives the load average). A preset that fails (e.g. `--bf16` on a CPU without native bf16, where
+torch's oneDNN LSTM kernel refuses autocast) gets a row of n/a naming the error instead of stopping the run.
+"""
+
+import copy
+import gc
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from torch.profiler import ProfilerActivity, profile
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    HfArgumentParser,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
+
+from recurrent_transformer import RecurrentTransformerForCausalLM, RecurrentTransformerForSequenceClassification
+from recurrent_transformer.presets import available_presets, load_preset
+
+logger = logging.getLogger("benchmark")
+
+# A preset without a feed-forward sub-layer (intermediate_size 0) is compared with a reference whose feed-forward
+# is this many times hidden_size; for lstm-baseline that is hybrid-small's shape, which the note then names.
+FALLBACK_FEED_FORWARD_RATIO = 4
+FALLBACK_SHAPE_PRESET = "hybrid-small"
+SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+MIB = 2**20
+# Table columns, in order; the JSON rows carry the same keys plus the per-round numbers.
+COLUMNS = [
+    "preset",
+    "params",
+    "ref_params",
+    "train_tokens_per_s",
+    "ref_train_tokens_per_s",
+    "train_ratio",
+    "infer_tokens_per_s",
+    "ref_infer_tokens_per_s",
+    "infer_ratio",
+    "train_peak_mib",
+    "ref_train_peak_mib",
+    "reference",
+]
+COMPILE_COLUMNS = ["compiled_train_tokens_per_s", "compile_train_speedup", "compiled_infer_tokens_per_s",
+                   "compile_infer_speedup"]  # fmt: skip
+
+
+@dataclass
+class BenchmarkArguments:
+    presets: list[str] = field(
+        default_factory=lambda: [name for name in available_presets() if name != "tiny"],
+        metadata={"help": "Preset names or JSON config files (default: every preset in configs/model/ but tiny)."},
+    )
+    batch_size: int = field(default=32, metadata={"help": "Sequences per step."})
+    seq_len: int = field(default=128, metadata={"help": "Tokens per sequence (no padding)."})
+    vocab_size: int = field(default=8000, metadata={"help": "Vocabulary of both models (overrides the preset's)."})
+    num_labels: int = field(default=8, metadata={"help": "Classes of the sequence-classification head."})
+    rounds: int = field(default=5, metadata={"help": "Timed rounds; each throughput is the median over rounds."})
+    steps: int = field(default=3, metadata={"help": "Steps each model runs per round."})
+    warmup: int = field(default=2, metadata={"help": "Untimed steps per model before each phase (and compile)."})
+    threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads; default: usable CPU cores."})
+    bf16: bool = field(default=False, metadata={"help": "Run forward and loss under torch.autocast(cpu, bfloat16)."})
+    compile: bool = field(default=False, metadata={"help": "Also time torch.compile(our model); report speed-up."})
+    causal: bool = field(default=False, metadata={"help": "Causal LM (bidirectional=False) vs LlamaForCausalLM."})
+    output: str | None = field(default=None, metadata={"help": "Write the table to <output>.md and <output>.json."})
+    seed: int = field(default=0, metadata={"help": "Seed for weights and the random batch."})
+
+    def __post_init__(self):
+        for name in ("batch_size", "seq_len", "vocab_size", "num_labels", "rounds", "steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name}={getattr(self, name)} must be a positive integer")
+        if self.warmup < 0:
+            raise ValueError(f"--warmup={self.warmup} must be >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads={self.threads} must be a positive integer")
+
+
+@dataclass
+class Contender:
+    """One model being timed, with its optimizer."""
+
+    name: str
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    bf16: bool
+    causal: bool
+
+
+def parse_args(argv: list[str] | None = None) -> BenchmarkArguments:
+    (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses(args=argv)
+    if args.threads is None:
+        args.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_ours(preset: str, args: BenchmarkArguments) -> torch.nn.Module:
+    overrides = {"vocab_size": args.vocab_size, "max_position_embeddings": max(512, args.seq_len)}
+    if args.causal:
+        config = load_preset(preset, bidirectional=False, **overrides)
+        config._attn_implementation = "sdpa"
+        return RecurrentTransformerForCausalLM(config)
+    config = load_preset(preset, num_labels=args.num_labels, **overrides)
+    config._attn_implementation = "sdpa"
+    return RecurrentTransformerForSequenceClassification(config)
+
+
+def reference_shape(config) -> tuple[dict, str]:
+    """Hidden size, layers, heads, feed-forward width and dropout of the reference, and a note when they differ."""
+    shape = {
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
+        "hidden_dropout_prob": config.hidden_dropout_prob,
+        "attention_dropout": config.attention_dropout,
+    }
+    if config.intermediate_size:
+        return shape, ""
+    # BERT and Llama always have a feed-forward sub-layer: give it the usual width.
+    shape["intermediate_size"] = FALLBACK_FEED_FORWARD_RATIO * config.hidden_size
+    note = f"; preset has no feed-forward, reference FF = {FALLBACK_FEED_FORWARD_RATIO} x hidden"
+    if FALLBACK_SHAPE_PRESET in available_presets():
+        fallback = load_preset(FALLBACK_SHAPE_PRESET)
+        if all(shape[name] == getattr(fallback, name) for name in SHAPE_FIELDS):
+            note += f" ({FALLBACK_SHAPE_PRESET}'s shape)"
+    return shape, note
+
+
+def build_reference(config, args: BenchmarkArguments) -> tuple[torch.nn.Module, str]:
+    """BertForSequenceClassification (or LlamaForCausalLM with --causal) of the preset's shape, and its label."""
+    shape, note = reference_shape(config)
+    common = {
+        "vocab_size": args.vocab_size,
+        "hidden_size": shape["hidden_size"],
+        "num_hidden_layers": shape["num_hidden_layers"],
+        "num_attention_heads": shape["num_attention_heads"],
+        "intermediate_size": shape["intermediate_size"],
+        "max_position_embeddings": max(512, args.seq_len),
+        "pad_token_id": 0,
+    }
+    if args.causal:
+        reference_config = LlamaConfig(
+            **common,
+            num_key_value_heads=shape["num_attention_heads"],
+            attention_dropout=shape["attention_dropout"],
+            tie_word_embeddings=True,
+        )
+        model_class = LlamaForCausalLM
+    else:
+        reference_config = BertConfig(
+            **common,
+            hidden_act="gelu",
+            hidden_dropout_prob=shape["hidden_dropout_prob"],
+            attention_probs_dropout_prob=shape["attention_dropout"],
+            num_labels=args.num_labels,
+        )
+        model_class = BertForSequenceClassification
+    reference_config._attn_implementation = "sdpa"
+    label = (
+        f"{model_class.__name__.removesuffix('ForSequenceClassification').removesuffix('ForCausalLM')} "
+        f"L{shape['num_hidden_layers']} H{shape['hidden_size']} A{shape['num_attention_heads']} "
+        f"FF{shape['intermediate_size']}{note}"
+    )
+    return model_class(reference_config), label
+
+
+def make_contender(name: str, model: torch.nn.Module, args: BenchmarkArguments) -> Contender:
+    return Contender(name, model, torch.optim.AdamW(model.parameters(), lr=1e-4), args.bf16, args.causal)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())  # tied weights are listed once
+
+
+def make_batch(args: BenchmarkArguments) -> dict[str, torch.Tensor]:
+    """Random token ids (no pad id, all-ones mask); class labels, or the ids themselves for a causal LM."""
+    generator = torch.Generator().manual_seed(args.seed)
+    input_ids = torch.randint(1, args.vocab_size, (args.batch_size, args.seq_len), generator=generator)
+    if args.causal:
+        labels = input_ids.clone()
+    else:
+        labels = torch.randint(0, args.num_labels, (args.batch_size,), generator=generator)
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Steps and timing
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def forward_kwargs(contender: Contender, batch: dict) -> dict:
+    # Causal models run the full sequence without building a cache (an encoder has none).
+    return {**batch, "use_cache": False} if contender.causal else batch
+
+
+def train_step(contender: Contender, batch: dict) -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=contender.bf16):
+        loss = contender.model(**forward_kwargs(contender, batch)).loss
+    loss.backward()
+    contender.optimizer.step()
+    contender.optimizer.zero_grad()
+
+
+def infer_step(contender: Contender, batch: dict) -> None:
+    inputs = {key: value for key, value in forward_kwargs(contender, batch).items() if key != "labels"}
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=contender.bf16):
+        contender.model(**inputs)
+
+
+def timed(step: Callable, contender: Contender, batch: dict, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(contender, batch)
+    return time.perf_counter() - start
+
+
+def measure_throughput(
+    contenders: list[Contender], step: Callable, batch: dict, args: BenchmarkArguments
+) -> dict[str, list[float]]:
+    """Tokens/s of each contender in each round: warm-up first, then rounds in alternating order."""
+    training = step is train_step
+    for contender in contenders:
+        contender.model.train(training)
+        timed(step, contender, batch, args.warmup)
+    tokens = args.batch_size * args.seq_len * args.steps
+    per_round = {contender.name: [] for contender in contenders}
+    for round_idx in range(args.rounds):
+        order = contenders if round_idx % 2 == 0 else contenders[::-1]
+        for contender in order:
+            per_round[contender.name].append(tokens / timed(step, contender, batch, args.steps))
+    return per_round
+
+
+def peak_train_memory(contender: Contender, batch: dict) -> dict[str, float]:
+    """MiB of parameters + optimizer state, and the peak of tensors allocated during one training step.
+
+    Run after warm-up, so AdamW's state exists and the gradients are None at the start (zero_grad sets them to
+    None): the step's peak is activations + gradients + temporaries. Allocations come from torch.profiler's
+    `[memory]` events (signed sizes in time order); blocks freed during the step that were allocated before it
+    are not reported by the profiler, which can only overstate the peak slightly.
+    """
+    contender.model.train()
+    gc.collect()
+    static_bytes = sum(parameter.numel() * parameter.element_size() for parameter in contender.model.parameters())
+    for state in contender.optimizer.state.values():
+        static_bytes += sum(value.numel() * value.element_size() for value in state.values() if torch.is_tensor(value))
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        train_step(contender, batch)
+    events = [event for event in profiler.profiler.kineto_results.events() if event.name() == "[memory]"]
+    live = peak = 0
+    for event in sorted(events, key=lambda event: event.start_ns()):
+        live += event.nbytes()
+        peak = max(peak, live)
+    return {"static_mib": static_bytes / MIB, "step_peak_mib": peak / MIB, "total_mib": (static_bytes + peak) / MIB}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One preset, the table, the files
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def benchmark_preset(preset: str, args: BenchmarkArguments) -> dict:
+    batch = make_batch(args)
+    torch.manual_seed(args.seed)
+    ours_model = build_ours(preset, args)
+    torch.manual_seed(args.seed)
+    reference_model, reference_label = build_reference(ours_model.config, args)
+    contenders = [make_contender("ours", ours_model, args), make_contender("reference", reference_model, args)]
+    if args.compile:
+        # A copy with its own optimizer, so the eager and compiled models train independently.
+        contenders.append(make_contender("compiled", torch.compile(copy.deepcopy(ours_model)), args))
+
+    train = measure_throughput(contenders, train_step, batch, args)
+    logger.info("%s training tokens/s per round: %s", preset, train)
+    memory = {contender.name: peak_train_memory(contender, batch) for contender in contenders[:2]}
+    infer = measure_throughput(contenders, infer_step, batch, args)
+    logger.info("%s inference tokens/s per round: %s", preset, infer)
+
+    train_median = {name: statistics.median(values) for name, values in train.items()}
+    infer_median = {name: statistics.median(values) for name, values in infer.items()}
+    row = {
+        "preset": preset,
+        "params": count_parameters(ours_model),
+        "ref_params": count_parameters(reference_model),
+        "train_tokens_per_s": train_median["ours"],
+        "ref_train_tokens_per_s": train_median["reference"],
+        "train_ratio": train_median["ours"] / train_median["reference"],
+        "infer_tokens_per_s": infer_median["ours"],
+        "ref_infer_tokens_per_s": infer_median["reference"],
+        "infer_ratio": infer_median["ours"] / infer_median["reference"],
+        "train_peak_mib": memory["ours"]["total_mib"],
+        "ref_train_peak_mib": memory["reference"]["total_mib"],
+        "reference": reference_label,
+    }
+    if args.compile:
+        row["compiled_train_tokens_per_s"] = train_median["compiled"]
+        row["compile_train_speedup"] = train_median["compiled"] / train_median["ours"]
+        row["compiled_infer_tokens_per_s"] = infer_median["compiled"]
+        row["compile_infer_speedup"] = infer_median["compiled"] / infer_median["ours"]
+    row["details"] = {
+        "train_rounds": train,
+        "infer_rounds": infer,
+        # Same-round ratios: a check on the ratio of medians when the machine's load changes between rounds.
+        "train_ratio_per_round": [o / r for o, r in zip(train["ours"], train["reference"], strict=True)],
+        "infer_ratio_per_round": [o / r for o, r in zip(infer["ours"], infer["reference"], strict=True)],
+        "memory": memory,
+    }
+    return row
+
+
+def benchmark_or_fail(preset: str, args: BenchmarkArguments) -> dict:
+    """`benchmark_preset`, or a row of n/a values naming the error (e.g. a kernel missing for --bf16 on this CPU)."""
+    try:
+        return benchmark_preset(preset, args)
+    except RuntimeError as error:
+        logger.exception("%s failed", preset)
+        message = f"{type(error).__name__}: {str(error).split('. ')[0][:120]}"
+        row = dict.fromkeys(columns(args))
+        row.update(preset=preset, reference=f"failed: {message}", error=str(error))
+        return row
+
+
+def columns(args: BenchmarkArguments) -> list[str]:
+    return COLUMNS[:-1] + (COMPILE_COLUMNS if args.compile else []) + COLUMNS[-1:]
+
+
+def header(column: str, reference_name: str) -> str:
+    text = column.replace("ref_", f"{reference_name} ").replace("tokens_per_s", "tok/s").replace("_mib", " MiB")
+    return text.replace("_", " ")
+
+
+def format_value(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.2f}" if value < 10 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def format_markdown(rows: list[dict], args: BenchmarkArguments, settings: dict) -> str:
+    reference_name = "Llama" if args.causal else "BERT"
+    names = columns(args)
+    lines = [
+        "| " + " | ".join(header(name, reference_name) for name in names) + " |",
+        "|" + "|".join("---" if name in ("preset", "reference") else "---:" for name in names) + "|",
+    ]
+    lines += ["| " + " | ".join(format_value(row[name]) for name in names) + " |" for row in rows]
+    task = "causal LM" if args.causal else f"sequence classification, {args.num_labels} labels"
+    lines += [
+        "",
+        f"{task}; batch {args.batch_size} x {args.seq_len} tokens, vocab {args.vocab_size}, "
+        f"{'bf16 autocast' if args.bf16 else 'fp32'}, sdpa attention, {args.threads} threads on {settings['cpu']} "
+        f"(1-min load average {settings['load_average_1min_start']} at start, {settings['load_average_1min_end']} "
+        f"at end), torch {torch.__version__}, transformers {transformers.__version__}. "
+        f"tok/s: median over {args.rounds} interleaved rounds of "
+        f"{args.steps} steps after {args.warmup} warm-up steps; ratio = ours / {reference_name}. train peak MiB: "
+        "parameters + AdamW state + peak tensor allocation of one training step (torch.profiler CPU allocator "
+        "events; excludes runtime and oneDNN/MKL workspaces).",
+    ]
+    return "\n".join(lines)
+
+
+def write_outputs(results: dict, output: str) -> list[Path]:
+    stem = Path(output)
+    stem = stem.with_suffix("") if stem.suffix in (".md", ".json") else stem
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    markdown_path, json_path = Path(f"{stem}.md"), Path(f"{stem}.json")
+    markdown_path.write_text(results["markdown"] + "\n")
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    return [markdown_path, json_path]
+
+
+def environment(args: BenchmarkArguments) -> dict:
+    return {
+        **asdict(args),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "load_average": load(),
+    }
+
+
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def load() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Benchmark every requested preset; print the markdown table and return the results as a dict."""
+    args = parse_args(argv)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    settings = environment(args)
+    logger.info("benchmark settings: %s", settings)
+    rows = []
+    try:
+        for preset in args.presets:
+            rows.append(benchmark_or_fail(preset, args))
+            logger.info("%s: %s", preset, {key: value for key, value in rows[-1].items() if key != "details"})
+            gc.collect()
+    finally:
+        torch.set_num_threads(previous_threads)  # main() may run inside a test session
+    # Other processes on the machine show up here; a load above the thread count makes the numbers noisy.
+    settings["load_average_1min_start"], settings["load_average_1min_end"] = settings.pop("load_average"), load()
+    results = {"settings": settings, "columns": columns(args), "rows": rows}
+    results["markdown"] = format_markdown(rows, args, settings)
+    print(results["markdown"])
+    if args.output:
+        for path in write_outputs(results, args.output):
+            logger.info("wrote %s", path)
+    return results
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main()

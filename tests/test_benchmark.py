@@ -1,0 +1,73 @@
+"""scripts/benchmark.py on the tiny preset: the table's rows, columns and numbers (no timing assertions)."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from recurrent_transformer.presets import load_preset
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+TINY_RUN = ["--presets", "tiny", "--batch_size", "2", "--seq_len", "16", "--rounds", "1", "--steps", "1",
+            "--warmup", "1", "--threads", "1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def benchmark_script():
+    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("extra_args", "reference"), [([], "Bert L2 H32 A4 FF64"), (["--causal"], "Llama L2 H32 A4 FF64")]
+)
+def test_tiny_run_gives_one_row_of_finite_positive_numbers(benchmark_script, tmp_path, extra_args, reference):
+    results = benchmark_script.main([*TINY_RUN, *extra_args, "--output", str(tmp_path / "bench")])
+
+    assert results["columns"] == benchmark_script.COLUMNS
+    [row] = results["rows"]
+    assert row["preset"] == "tiny"
+    assert row["reference"] == reference
+    for column in benchmark_script.COLUMNS[1:-1]:
+        value = row[column]
+        assert isinstance(value, int | float) and math.isfinite(value) and value > 0, f"{column}={value!r}"
+    assert row["train_ratio"] == pytest.approx(row["train_tokens_per_s"] / row["ref_train_tokens_per_s"])
+    assert row["infer_ratio"] == pytest.approx(row["infer_tokens_per_s"] / row["ref_infer_tokens_per_s"])
+    # Peak memory holds at least the fp32 parameters and AdamW's two moments (12 bytes per parameter).
+    assert row["train_peak_mib"] > 12 * row["params"] / 2**20
+    assert row["ref_train_peak_mib"] > 12 * row["ref_params"] / 2**20
+
+    table = [line for line in results["markdown"].splitlines() if line.startswith("|")]
+    assert len(table) == 3  # header, alignment, one preset
+    assert table[0].count("|") == table[2].count("|") == len(benchmark_script.COLUMNS) + 1
+    assert table[2].startswith("| tiny |")
+    assert (tmp_path / "bench.md").read_text() == results["markdown"] + "\n"
+    assert json.loads((tmp_path / "bench.json").read_text())["rows"][0]["params"] == row["params"]
+
+
+def test_preset_without_feed_forward_is_compared_with_hybrid_small_shape(benchmark_script):
+    shape, note = benchmark_script.reference_shape(load_preset("lstm-baseline"))
+    hybrid_small = load_preset("hybrid-small")
+
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        assert shape[name] == getattr(hybrid_small, name), name
+    assert "no feed-forward" in note and "hybrid-small" in note
+
+
+def test_preset_with_feed_forward_is_compared_with_its_own_shape(benchmark_script):
+    config = load_preset("transformer-baseline")
+    shape, note = benchmark_script.reference_shape(config)
+
+    assert (shape["num_hidden_layers"], shape["intermediate_size"]) == (config.num_hidden_layers, 1024)
+    assert note == ""
+
+
+def test_compile_adds_speedup_columns(benchmark_script):
+    args = benchmark_script.parse_args(["--compile"])
+
+    assert benchmark_script.columns(args)[-1] == "reference"
+    assert set(benchmark_script.COMPILE_COLUMNS) <= set(benchmark_script.columns(args))
