@@ -1,16 +1,14 @@
 """scripts/train_lm.py end to end on a slice of tiny Shakespeare, and its bad-input messages."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import REPO_ROOT, load_script
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import train_lm  # noqa: E402
+# Loaded by file path: putting scripts/ on sys.path would make `import evaluate` find scripts/evaluate.py.
+train_lm = load_script("train_lm")
 
 
 def test_train_lm_trains_saves_and_samples(data_dir, tmp_path):
