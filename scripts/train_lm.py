@@ -153,11 +153,29 @@ def train_one(preset: str, tokenizer, train_ids, val_ids, args: LMArguments) -> 
     folder = Path(args.output_dir) / Path(preset).stem
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    prompt = tokenizer(args.sample_prompt, return_tensors="pt")
-    torch.manual_seed(args.seed)
-    sample = model.generate(**prompt, max_new_tokens=args.sample_tokens, do_sample=True, top_k=40)
-    result["sample"] = tokenizer.decode(sample[0], skip_special_tokens=True)
+    result["sample"] = sample_text(model, tokenizer, args)
     return result
+
+
+@torch.no_grad()
+def sample_text(model, tokenizer, args: LMArguments, top_k: int = 40) -> str:
+    """Sampled continuation of `sample_prompt`. A model with learned absolute positions only knows
+    `max_position_embeddings` positions, so it reads a cropped context as nanoGPT does; the others generate
+    through their recurrent cache, whose cost per token does not grow."""
+    model.eval()
+    torch.manual_seed(args.seed)
+    ids = tokenizer(args.sample_prompt, return_tensors="pt")["input_ids"]
+    if model.config.position_embedding_type != "absolute":
+        return tokenizer.decode(
+            model.generate(ids, max_new_tokens=args.sample_tokens, do_sample=True, top_k=top_k)[0],
+            skip_special_tokens=True,
+        )
+    for _ in range(args.sample_tokens):
+        logits = model(ids[:, -model.config.max_position_embeddings :]).logits[:, -1]
+        kth = torch.topk(logits, top_k).values[:, -1:]
+        probs = torch.softmax(logits.masked_fill(logits < kth, float("-inf")), dim=-1)
+        ids = torch.cat([ids, torch.multinomial(probs, 1)], dim=1)
+    return tokenizer.decode(ids[0], skip_special_tokens=True)
 
 
 def results_table(results: list[dict], args: LMArguments) -> str:

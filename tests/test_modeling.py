@@ -302,3 +302,10 @@ def test_recurrent_state_continues_the_sequence():
 
 def test_config_class_is_the_registered_one():
     assert RecurrentTransformerModel.config_class is RecurrentTransformerConfig
+
+
+def test_positions_beyond_the_learned_table_give_clear_error():
+    model = RecurrentTransformerModel(tiny_config(position_embedding_type="absolute", max_position_embeddings=8))
+    model(torch.ones(1, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="max_position_embeddings=8"):
+        model(torch.ones(1, 9, dtype=torch.long))

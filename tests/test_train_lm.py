@@ -19,7 +19,7 @@ def test_train_lm_trains_saves_and_samples(data_dir, tmp_path):
             "--text_file", str(data_dir / "tinyshakespeare/input.txt"),
             "--output_dir", str(output_dir),
             "--max_iters", "30", "--eval_interval", "15", "--eval_iters", "2", "--warmup_iters", "5",
-            "--lr_decay_iters", "30", "--sample_tokens", "20",
+            "--lr_decay_iters", "30", "--sample_tokens", "70",  # past the 64 learned positions
         ]
     )  # fmt: skip
     assert [result["preset"] for result in results] == ["char-hybrid", "char-transformer"]

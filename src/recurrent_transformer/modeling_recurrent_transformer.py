@@ -578,6 +578,12 @@ class RecurrentTransformerModel(RecurrentTransformerPreTrainedModel):
 
         hidden_states = inputs_embeds
         if self.embed_positions is not None:
+            if not torch.compiler.is_compiling() and int(position_ids.max()) >= self.config.max_position_embeddings:
+                raise ValueError(
+                    f"position {int(position_ids.max())} is beyond max_position_embeddings="
+                    f"{self.config.max_position_embeddings} of the learned absolute positions: shorten the input "
+                    "(keep the last max_position_embeddings tokens)"
+                )
             hidden_states = hidden_states + self.embed_positions(position_ids)
         hidden_states = self.embed_dropout(hidden_states)
         position_embeddings = self.rotary(hidden_states, position_ids) if self.rotary is not None else None
