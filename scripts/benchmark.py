@@ -395,7 +395,7 @@ def format_markdown(rows: list[dict], args: BenchmarkArguments, settings: dict) 
     lines += [
         "",
         f"{task}; batch {args.batch_size} x {args.seq_len} tokens, vocab {args.vocab_size}, "
-        f"{'bf16 autocast' if args.bf16 else 'fp32'}, sdpa attention, {args.threads} threads on {settings['cpu']} "
+        f"{'bf16 autocast' if args.bf16 else 'fp32'}, sdpa attention, {args.threads} thread(s) on {settings['cpu']} "
         f"(1-min load average {settings['load_average_1min_start']} at start, {settings['load_average_1min_end']} "
         f"at end), torch {torch.__version__}, transformers {transformers.__version__}. "
         f"tok/s: median over {args.rounds} interleaved rounds of "
