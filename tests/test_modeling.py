@@ -223,12 +223,19 @@ def test_activation_checkpointing_gives_same_gradients(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_bf16_autocast_gives_finite_loss(cell):
+@pytest.mark.parametrize("window", [None, 4])
+@pytest.mark.parametrize("padded", [True, False])
+def test_bf16_autocast_gives_finite_loss(cell, window, padded):
+    """Unpadded batches take the cells' fast path, which autocast once sent to a bf16 LSTM kernel that CPUs
+    without native bf16 lack; padded ones take packed sequences."""
     torch.manual_seed(0)
-    model = RecurrentTransformerForSequenceClassification(tiny_config(recurrent_cell=cell, num_labels=3))
+    model = RecurrentTransformerForSequenceClassification(
+        tiny_config(recurrent_cell=cell, recurrent_window=window, num_labels=3)
+    )
     input_ids = torch.randint(1, 64, (2, 9))
     attention_mask = torch.ones_like(input_ids)
-    attention_mask[0, :3] = 0
+    if padded:
+        attention_mask[0, :3] = 0
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model(input_ids, attention_mask=attention_mask, labels=torch.tensor([0, 1])).loss
     assert torch.isfinite(loss)

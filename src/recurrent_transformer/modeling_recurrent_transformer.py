@@ -111,6 +111,18 @@ def mingru_scan(
     return torch.cat(outputs, dim=1), state
 
 
+def run_torch_cell(cell: nn.RNNBase, inputs, initial=None):
+    """`cell(inputs, initial)`; under CPU autocast the cell runs in fp32 with autocast off. Autocast sends an LSTM
+    to oneDNN's bf16 kernel, which CPUs without native bf16 (AVX2 only) lack ("could not create a primitive
+    descriptor"), and a state carried over hundreds of steps in bf16 (8-bit mantissa) drifts anyway."""
+    if not (inputs.data.device.type == "cpu" and torch.is_autocast_enabled("cpu")):
+        return cell(inputs, initial)
+    if initial is not None:
+        initial = tuple(part.float() for part in initial) if isinstance(initial, tuple) else initial.float()
+    with torch.autocast("cpu", enabled=False):
+        return cell(inputs.float(), initial)
+
+
 def positions_from_mask(attention_mask: torch.Tensor, seq_len: int) -> torch.Tensor:
     """Position of each token = number of real tokens before it, so left padding does not shift positions."""
     positions = attention_mask.long().cumsum(-1) - 1
@@ -222,13 +234,13 @@ class RecurrentMixer(nn.Module):
         if initial is not None and self.cell_type != "lstm":
             initial = initial[0]
         if padding_mask is None:
-            output, final = self.cell(hidden_states, initial)
+            output, final = run_torch_cell(self.cell, hidden_states, initial)
         else:
             order, inverse, lengths = real_tokens_first(padding_mask)
             packed = nn.utils.rnn.pack_padded_sequence(
                 gather_time(hidden_states, order), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
             )
-            packed_output, final = self.cell(packed, initial)
+            packed_output, final = run_torch_cell(self.cell, packed, initial)
             output, _ = nn.utils.rnn.pad_packed_sequence(packed_output, batch_first=True, total_length=seq_len)
             output = gather_time(output, inverse)
             if initial is not None:
@@ -313,7 +325,7 @@ class RecurrentMixer(nn.Module):
             states, _ = mingru_scan(log_coeffs[:, :, direction], log_values[:, :, direction], None)
             last = states[:, -1].to(padded_input.dtype)
         else:
-            window_output, _ = self.cells[direction](windows)
+            window_output, _ = run_torch_cell(self.cells[direction], windows)
             last = window_output[:, -1]
         return last.view(batch_size, seq_len, self.state_size)
 
