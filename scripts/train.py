@@ -32,7 +32,6 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
@@ -41,10 +40,11 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import HfArgumentParser, PreTrainedTokenizerFast, get_scheduler
+from transformers import PreTrainedTokenizerFast, get_scheduler
 
 import recurrent_transformer
 from recurrent_transformer import RecurrentTransformerConfig, RecurrentTransformerForSequenceClassification
+from recurrent_transformer.cli import ArgumentError, parse_yaml_and_flags
 from recurrent_transformer.data import (
     TOKENIZER_ALGORITHMS,
     DataError,
@@ -146,25 +146,10 @@ ARGUMENT_CLASSES = (ModelArguments, DataArguments, TrainArguments)
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainArguments]:
     """A YAML file as first argument supplies defaults; the flags after it override them."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
-    if argv and argv[0].endswith((".yaml", ".yml")):
-        parser.set_defaults(**read_yaml(argv.pop(0)))
-    return parser.parse_args_into_dataclasses(args=argv)
-
-
-def read_yaml(path: str) -> dict:
-    if not Path(path).is_file():
-        raise DataError(f"config file {path!r} does not exist")
     try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as error:
-        raise DataError(f"config file {path!r} is not valid YAML: {error}") from error
-    known = {name for cls in ARGUMENT_CLASSES for name in cls.__dataclass_fields__}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise DataError(f"config file {path!r} has unknown keys {unknown}; known keys are {sorted(known)}")
-    return values
+        return parse_yaml_and_flags(ARGUMENT_CLASSES, argv)
+    except ArgumentError as error:
+        raise DataError(str(error)) from None
 
 
 def parse_overrides(text: str | None) -> dict:
