@@ -165,3 +165,23 @@ def test_text_generation_pipeline(tmp_path):
     assert len(result) == 2 and result[1][0]["generated_text"].startswith("abc")
     direct = model.generate(**tokenizer("abc", return_tensors="pt"), max_new_tokens=5, do_sample=False)
     assert result[1][0]["generated_text"] == tokenizer.decode(direct[0], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_one_token_step_matches_the_sequence_kernel_and_a_masked_row_keeps_its_state(cell):
+    # A decoding step runs the cell's step function (torch.lstm_cell, ...), not nn.LSTM: same numbers, 1e-6.
+    torch.manual_seed(0)
+    model = causal_model(cell=cell, layer_type="linear_attention")
+    mixer = model.model.layers[0].recurrent
+    inputs = torch.randn(3, 1, 32)
+    state = tuple(torch.randn(3, 1, mixer.state_size) for _ in range(2 if cell == "lstm" else 1))
+    keep = torch.tensor([[True], [False], [True]])
+    with torch.no_grad():
+        output, new_state = mixer.torch_cell(inputs, keep, state)
+        initial = tuple(part.transpose(0, 1).contiguous() for part in state)
+        expected_output, expected_final = mixer.cell(inputs, initial if cell == "lstm" else initial[0])
+    expected_final = expected_final if isinstance(expected_final, tuple) else (expected_final,)
+    for got, want, old in zip(new_state, expected_final, state, strict=True):
+        torch.testing.assert_close(got[[0, 2]], want.transpose(0, 1)[[0, 2]], atol=1e-6, rtol=0)
+        torch.testing.assert_close(got[1], old[1], atol=0, rtol=0)  # the masked row's state is untouched
+    torch.testing.assert_close(output[[0, 2]], expected_output[[0, 2]], atol=1e-6, rtol=0)
