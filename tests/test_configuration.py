@@ -109,3 +109,21 @@ def test_unknown_preset_names_the_choices():
 def test_preset_overrides():
     config = load_preset("lstm-baseline", num_hidden_layers=2, vocab_size=100)
     assert config.layer_types == ["linear_attention"] * 2 and config.vocab_size == 100
+
+
+def test_preset_layer_pattern_override_replaces_its_layer_list():
+    config = load_preset("hybrid-small", bidirectional=False, layer_pattern="S", sliding_window=16)
+    assert config.layer_types == ["hybrid_sliding"] * 4
+
+
+def test_layer_pattern_contradicting_layer_types_is_an_error():
+    with pytest.raises(ValueError, match="layer_pattern='R' contradicts layer_types"):
+        RecurrentTransformerConfig(layer_types=["hybrid"] * 4, layer_pattern="R")
+    # A pattern that agrees with the list is accepted, as is the default pattern beside any list.
+    assert RecurrentTransformerConfig(layer_types=["linear_attention"] * 4, layer_pattern="R").layer_pattern is None
+    assert RecurrentTransformerConfig(layer_types=["full_attention"] * 4).layer_types == ["full_attention"] * 4
+
+
+def test_hybrid_sliding_preset_is_a_bounded_causal_decoder():
+    config = load_preset("hybrid-sliding")
+    assert not config.bidirectional and set(config.layer_types) == {"hybrid_sliding"} and config.sliding_window

@@ -99,6 +99,14 @@ class RecurrentTransformerConfig(PreTrainedConfig):
             self.layer_types = expand_layer_pattern(self.layer_pattern, self.num_hidden_layers)
         else:
             self.layer_types = list(self.layer_types)
+            # layer_pattern has a default, so only a pattern that disagrees with the list is an error.
+            if self.layer_pattern not in (None, "hybrid") and (
+                expand_layer_pattern(self.layer_pattern, self.num_hidden_layers) != self.layer_types
+            ):
+                raise ValueError(
+                    f"layer_pattern={self.layer_pattern!r} contradicts layer_types={self.layer_types}: "
+                    "give one of them (layer_types=None expands the pattern)"
+                )
         # The expanded list is the source of truth and what gets saved.
         self.layer_pattern = None
         if self.recurrent_hidden_size is None:

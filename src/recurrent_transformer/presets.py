@@ -38,6 +38,8 @@ def load_preset(name_or_path: str | Path, **overrides) -> RecurrentTransformerCo
             )
         config_dict["layer_types"] = None
         config_dict["layer_pattern"] = kinds.pop() if kinds else "hybrid"
+    if overrides.get("layer_pattern") is not None and "layer_types" not in overrides:
+        config_dict["layer_types"] = None  # the pattern given replaces the preset's layer list
     config_dict.update(overrides)
     config_dict.pop("model_type", None)
     return RecurrentTransformerConfig(**config_dict)
