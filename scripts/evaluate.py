@@ -24,8 +24,11 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
 
 import recurrent_transformer  # noqa: F401  (registers the model with the Auto classes)
+from recurrent_transformer.cli import unshadow_libraries
 from recurrent_transformer.data import DataError, check_data_file, load_data_file, make_collator
 from recurrent_transformer.metrics import METRIC_BACKENDS, classification_metrics, save_confusion_matrix
+
+unshadow_libraries(__file__)  # scripts/evaluate.py must not stand in for the evaluate library
 
 
 @dataclass

@@ -44,7 +44,7 @@ from transformers import PreTrainedTokenizerFast, get_scheduler
 
 import recurrent_transformer
 from recurrent_transformer import RecurrentTransformerConfig, RecurrentTransformerForSequenceClassification
-from recurrent_transformer.cli import ArgumentError, parse_yaml_and_flags
+from recurrent_transformer.cli import ArgumentError, parse_yaml_and_flags, unshadow_libraries
 from recurrent_transformer.data import (
     TOKENIZER_ALGORITHMS,
     DataError,
@@ -59,6 +59,8 @@ from recurrent_transformer.data import (
 from recurrent_transformer.metrics import METRIC_BACKENDS, SELECTION_METRICS, classification_metrics
 from recurrent_transformer.metrics import save_confusion_matrix as write_confusion_matrix
 from recurrent_transformer.presets import load_preset, preset_path
+
+unshadow_libraries(__file__)  # scripts/evaluate.py must not stand in for the evaluate library
 
 logger = get_logger("train")  # logs on the main process only
 

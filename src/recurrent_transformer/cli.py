@@ -7,6 +7,17 @@ import yaml
 from transformers import HfArgumentParser
 
 
+def unshadow_libraries(script: str | Path) -> None:
+    """Take the script's own folder off `sys.path`. `python scripts/train.py` puts scripts/ first on the path,
+    where scripts/evaluate.py would be imported in place of the `evaluate` library. Call it before anything
+    imports `evaluate` (the metrics module imports it lazily)."""
+    folder = Path(script).resolve().parent
+    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != folder]
+    module = sys.modules.get("evaluate")
+    if module is not None and Path(getattr(module, "__file__", None) or "/").resolve().parent == folder:
+        del sys.modules["evaluate"]
+
+
 class ArgumentError(ValueError):
     """A bad command line or config file; scripts print its message and exit with status 2."""
 
