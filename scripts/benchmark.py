@@ -10,6 +10,7 @@ model runs `--steps` steps (the order alternates from round to round); a through
     python scripts/benchmark.py --compile                        # adds torch.compile(our model) and its speed-up
     python scripts/benchmark.py --causal                         # bidirectional=False ForCausalLM vs LlamaForCausalLM
     python scripts/benchmark.py --threads 2 --output runs/benchmark   # writes runs/benchmark.md and .json
+    python scripts/benchmark.py --generation --threads 1         # batch-1 greedy decoding latency vs Llama
 
 Default task: sequence classification with `--num_labels` 8 against `BertForSequenceClassification` (gelu,
 `hidden_dropout_prob` and `attention_probs_dropout_prob` from the preset). `--causal` instead benchmarks each
@@ -26,6 +27,16 @@ feed-forward is 4 x hidden_size (for lstm-baseline: hybrid-small's shape); the `
   allocator events (`profile_memory=True`). It leaves out the Python/torch runtime and any workspace oneDNN/MKL
   allocate outside torch's allocator, so it compares models rather than predicting process RSS.
 
+`--generation` measures what a user of `generate()` waits for, at batch 1 with greedy search: for each context in
+`--contexts` a random prompt of that length is generated from for `--new_tokens` tokens, our model (the preset
+with `bidirectional=False`, default presets: the recurrence-only `lstm-baseline` and the sliding-window hybrid
+`hybrid-sliding`) against a `LlamaForCausalLM` of the same hidden size, layers and heads whose feed-forward width
+is chosen so that both have the same number of parameters (within one 64-wide step). A logits processor stamps the
+time at which each new token's scores arrive: prefill = start of `generate()` to the first stamp (the prompt's
+forward pass with its cache), ms/token = median gap between consecutive stamps (one decoding step through the
+cache plus generate's own per-token work). Medians over interleaved rounds; growth = ms/token at the longest
+context / at the shortest.
+
 Timings are only comparable within one run: the models share the process, the threads and the machine's load
 (the footnote gives the load average). A preset that fails (e.g. `--bf16` on a CPU without native bf16, where
 torch's oneDNN LSTM kernel refuses autocast) gets a row of n/a naming the error instead of stopping the run.
@@ -33,6 +44,7 @@ torch's oneDNN LSTM kernel refuses autocast) gets a row of n/a naming the error 
 
 import copy
 import gc
+import itertools
 import json
 import logging
 import os
@@ -52,6 +64,8 @@ from transformers import (
     HfArgumentParser,
     LlamaConfig,
     LlamaForCausalLM,
+    LogitsProcessor,
+    LogitsProcessorList,
 )
 
 from recurrent_transformer import RecurrentTransformerForCausalLM, RecurrentTransformerForSequenceClassification
@@ -80,15 +94,21 @@ COLUMNS = [
     "ref_train_peak_mib",
     "reference",
 ]
+# --generation: the recurrence-only baseline and the sliding-window hybrid, whose per-token cost should not grow.
+GENERATION_PRESETS = ["lstm-baseline", "hybrid-sliding"]
+FEED_FORWARD_STEP = 64  # the parameter-matched Llama's intermediate_size is a multiple of this
 COMPILE_COLUMNS = ["compiled_train_tokens_per_s", "compile_train_speedup", "compiled_infer_tokens_per_s",
                    "compile_infer_speedup"]  # fmt: skip
 
 
 @dataclass
 class BenchmarkArguments:
-    presets: list[str] = field(
-        default_factory=lambda: [name for name in available_presets() if name != "tiny"],
-        metadata={"help": "Preset names or JSON config files (default: every preset in configs/model/ but tiny)."},
+    presets: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Preset names or JSON config files (default: every preset in configs/model/ but tiny; with "
+            f"--generation: {' '.join(GENERATION_PRESETS)})."
+        },
     )
     batch_size: int = field(default=32, metadata={"help": "Sequences per step."})
     seq_len: int = field(default=128, metadata={"help": "Tokens per sequence (no padding)."})
@@ -101,17 +121,28 @@ class BenchmarkArguments:
     bf16: bool = field(default=False, metadata={"help": "Run forward and loss under torch.autocast(cpu, bfloat16)."})
     compile: bool = field(default=False, metadata={"help": "Also time torch.compile(our model); report speed-up."})
     causal: bool = field(default=False, metadata={"help": "Causal LM (bidirectional=False) vs LlamaForCausalLM."})
+    generation: bool = field(
+        default=False, metadata={"help": "Batch-1 greedy generate() latency per token and prefill vs Llama."}
+    )
+    contexts: list[int] = field(
+        default_factory=lambda: [128, 1024, 4096], metadata={"help": "Prompt lengths for --generation."}
+    )
+    new_tokens: int = field(default=32, metadata={"help": "Tokens generated per prompt with --generation."})
     output: str | None = field(default=None, metadata={"help": "Write the table to <output>.md and <output>.json."})
     seed: int = field(default=0, metadata={"help": "Seed for weights and the random batch."})
 
     def __post_init__(self):
-        for name in ("batch_size", "seq_len", "vocab_size", "num_labels", "rounds", "steps"):
+        for name in ("batch_size", "seq_len", "vocab_size", "num_labels", "rounds", "steps", "new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name}={getattr(self, name)} must be a positive integer")
         if self.warmup < 0:
             raise ValueError(f"--warmup={self.warmup} must be >= 0")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads={self.threads} must be a positive integer")
+        if not self.contexts or min(self.contexts) < 1:
+            raise ValueError(f"--contexts={self.contexts} must be positive prompt lengths")
+        if self.new_tokens < 2 and self.generation:
+            raise ValueError("--new_tokens must be at least 2: a per-token time is the gap between two tokens")
 
 
 @dataclass
@@ -129,6 +160,8 @@ def parse_args(argv: list[str] | None = None) -> BenchmarkArguments:
     (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses(args=argv)
     if args.threads is None:
         args.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if args.presets is None:
+        args.presets = GENERATION_PRESETS if args.generation else [n for n in available_presets() if n != "tiny"]
     return args
 
 
@@ -299,6 +332,158 @@ def peak_train_memory(contender: Contender, batch: dict) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# --generation: decoding latency per token and prefill time
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class StepClock(LogitsProcessor):
+    """Stamps the time each new token's scores reach the logits processors (once per generated token)."""
+
+    def __init__(self):
+        self.marks: list[float] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.marks.append(time.perf_counter())
+        return scores
+
+
+def build_generation_pair(preset: str, args: BenchmarkArguments) -> tuple[torch.nn.Module, torch.nn.Module, str]:
+    """Our causal LM and a LlamaForCausalLM of the same hidden size, layers and heads, whose feed-forward width
+    makes the two equal in parameters; both in eval mode with sdpa attention."""
+    positions = max(args.contexts) + args.new_tokens
+    config = load_preset(preset, bidirectional=False, vocab_size=args.vocab_size, pad_token_id=0)
+    config.max_position_embeddings = max(config.max_position_embeddings, positions)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(args.seed)
+    ours = RecurrentTransformerForCausalLM(config).eval()
+
+    def llama(intermediate_size: int) -> LlamaForCausalLM:
+        reference_config = LlamaConfig(
+            vocab_size=args.vocab_size,
+            hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads,
+            num_key_value_heads=config.num_attention_heads,
+            intermediate_size=intermediate_size,
+            max_position_embeddings=positions,
+            tie_word_embeddings=True,
+            pad_token_id=0,
+        )
+        reference_config._attn_implementation = "sdpa"
+        return LlamaForCausalLM(reference_config)
+
+    # Llama's parameters grow by 3 x hidden per layer and unit of feed-forward width (gate, up and down).
+    per_unit = 3 * config.hidden_size * config.num_hidden_layers
+    probe = count_parameters(llama(FEED_FORWARD_STEP))
+    units = (count_parameters(ours) - probe) / per_unit + FEED_FORWARD_STEP
+    intermediate_size = max(FEED_FORWARD_STEP, round(units / FEED_FORWARD_STEP) * FEED_FORWARD_STEP)
+    torch.manual_seed(args.seed)
+    reference = llama(intermediate_size).eval()
+    label = (
+        f"Llama L{config.num_hidden_layers} H{config.hidden_size} A{config.num_attention_heads} "
+        f"FF{intermediate_size} (parameter-matched)"
+    )
+    return ours, reference, label
+
+
+def generation_latency(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float]:
+    """(prefill seconds, median seconds per decoded token) of one greedy `generate()` call."""
+    clock = StepClock()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        model.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            num_beams=1,
+            logits_processor=LogitsProcessorList([clock]),
+            pad_token_id=0,
+        )
+    if len(clock.marks) != new_tokens:
+        raise RuntimeError(f"generate() stopped after {len(clock.marks)} of {new_tokens} tokens")
+    gaps = [later - earlier for earlier, later in itertools.pairwise(clock.marks)]
+    return clock.marks[0] - start, statistics.median(gaps)
+
+
+def benchmark_generation(preset: str, args: BenchmarkArguments) -> dict:
+    ours, reference, label = build_generation_pair(preset, args)
+    models = {"ours": ours, "reference": reference}
+    generator = torch.Generator().manual_seed(args.seed)
+    prompts = {length: torch.randint(1, args.vocab_size, (1, length), generator=generator) for length in args.contexts}
+    for model in models.values():  # warm-up: kernels, caches, generate's first-call work
+        generation_latency(model, prompts[min(args.contexts)], 4)
+    per_round = {name: {length: {"prefill": [], "per_token": []} for length in args.contexts} for name in models}
+    for round_idx in range(args.rounds):
+        order = list(models) if round_idx % 2 == 0 else list(models)[::-1]
+        for length in args.contexts:
+            for name in order:
+                prefill, per_token = generation_latency(models[name], prompts[length], args.new_tokens)
+                per_round[name][length]["prefill"].append(prefill)
+                per_round[name][length]["per_token"].append(per_token)
+    median = {
+        name: {
+            length: {key: statistics.median(values) for key, values in kinds.items()} for length, kinds in runs.items()
+        }
+        for name, runs in per_round.items()
+    }
+    shortest, longest = min(args.contexts), max(args.contexts)
+    row = {"preset": preset, "reference": label}
+    for name in models:
+        prefix = "" if name == "ours" else "ref_"
+        row[f"{prefix}params"] = count_parameters(models[name])
+        for length in args.contexts:
+            row[f"{prefix}ms_per_token_{length}"] = 1000 * median[name][length]["per_token"]
+        row[f"{prefix}growth"] = median[name][longest]["per_token"] / median[name][shortest]["per_token"]
+        row[f"{prefix}prefill_ms_{longest}"] = 1000 * median[name][longest]["prefill"]
+    row[f"latency_ratio_{shortest}"] = (
+        median["ours"][shortest]["per_token"] / median["reference"][shortest]["per_token"]
+    )
+    row[f"prefill_ratio_{longest}"] = median["ours"][longest]["prefill"] / median["reference"][longest]["prefill"]
+    row["details"] = {"rounds": per_round}
+    return row
+
+
+def generation_columns(args: BenchmarkArguments) -> list[str]:
+    shortest, longest = min(args.contexts), max(args.contexts)
+    per_model = [f"ms_per_token_{length}" for length in args.contexts] + ["growth", f"prefill_ms_{longest}"]
+    return ["preset", "params", "ref_params", *per_model, *(f"ref_{name}" for name in per_model),
+            f"latency_ratio_{shortest}", f"prefill_ratio_{longest}", "reference"]  # fmt: skip
+
+
+def format_generation_markdown(rows: list[dict], args: BenchmarkArguments, settings: dict) -> str:
+    """One line for our model and one for Llama per preset, then the ratios the goals are stated in."""
+    shortest, longest = min(args.contexts), max(args.contexts)
+    per_model = [f"ms_per_token_{length}" for length in args.contexts] + ["growth", f"prefill_ms_{longest}"]
+    lines = [
+        "| preset | model | params | "
+        + " | ".join(f"ms/token at {length}" for length in args.contexts)
+        + f" | growth {longest}/{shortest} | prefill {longest} ms | ms/token vs Llama at {shortest} "
+        f"| prefill vs Llama |",
+        "|---|---|" + "---:|" * (len(per_model) + 3),
+    ]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['preset']} | {row['reference']} |" + " n/a |" * (len(per_model) + 3))
+            continue
+        for prefix, model in (("", "ours"), ("ref_", row["reference"])):
+            ratios = [row[f"latency_ratio_{shortest}"], row[f"prefill_ratio_{longest}"]] if not prefix else [None] * 2
+            values = [row[f"{prefix}params"], *(row[f"{prefix}{name}"] for name in per_model), *ratios]
+            lines.append(f"| {row['preset']} | {model} | " + " | ".join(
+                "" if value is None else format_value(value) for value in values) + " |")  # fmt: skip
+    lines += [
+        "",
+        f"batch 1, greedy generate(), {args.new_tokens} new tokens per prompt, contexts {args.contexts}, vocab "
+        f"{args.vocab_size}, fp32, sdpa attention, {args.threads} thread(s) on {settings['cpu']} (1-min load average "
+        f"{settings['load_average_1min_start']} at start, {settings['load_average_1min_end']} at end), torch "
+        f"{torch.__version__}, transformers {transformers.__version__}. ms/token: median gap between consecutive "
+        f"tokens' scores; prefill: generate() start to the first token's scores; medians over {args.rounds} "
+        "interleaved rounds. Llama: same hidden size, layers and heads, feed-forward width matched to our parameters.",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # One preset, the table, the files
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -355,7 +540,7 @@ def benchmark_preset(preset: str, args: BenchmarkArguments) -> dict:
 def benchmark_or_fail(preset: str, args: BenchmarkArguments) -> dict:
     """`benchmark_preset`, or a row of n/a values naming the error (e.g. a kernel missing for --bf16 on this CPU)."""
     try:
-        return benchmark_preset(preset, args)
+        return benchmark_generation(preset, args) if args.generation else benchmark_preset(preset, args)
     except RuntimeError as error:
         logger.exception("%s failed", preset)
         message = f"{type(error).__name__}: {str(error).split('. ')[0][:120]}"
@@ -365,6 +550,8 @@ def benchmark_or_fail(preset: str, args: BenchmarkArguments) -> dict:
 
 
 def columns(args: BenchmarkArguments) -> list[str]:
+    if args.generation:
+        return generation_columns(args)
     return COLUMNS[:-1] + (COMPILE_COLUMNS if args.compile else []) + COLUMNS[-1:]
 
 
@@ -459,7 +646,8 @@ def main(argv: list[str] | None = None) -> dict:
     # Other processes on the machine show up here; a load above the thread count makes the numbers noisy.
     settings["load_average_1min_start"], settings["load_average_1min_end"] = settings.pop("load_average"), load()
     results = {"settings": settings, "columns": columns(args), "rows": rows}
-    results["markdown"] = format_markdown(rows, args, settings)
+    formatter = format_generation_markdown if args.generation else format_markdown
+    results["markdown"] = formatter(rows, args, settings)
     print(results["markdown"])
     if args.output:
         for path in write_outputs(results, args.output):

@@ -71,3 +71,29 @@ def test_compile_adds_speedup_columns(benchmark_script):
 
     assert benchmark_script.columns(args)[-1] == "reference"
     assert set(benchmark_script.COMPILE_COLUMNS) <= set(benchmark_script.columns(args))
+
+
+def test_generation_mode_times_both_models_at_every_context(benchmark_script, tmp_path):
+    args = ["--generation", "--presets", "tiny", "--contexts", "8", "24", "--new_tokens", "3", "--rounds", "1",
+            "--threads", "1", "--output", str(tmp_path / "gen")]  # fmt: skip
+    results = benchmark_script.main(args)
+
+    [row] = results["rows"]
+    assert "error" not in row, row.get("error")
+    for column in results["columns"][1:-1]:
+        value = row[column]
+        assert isinstance(value, int | float) and math.isfinite(value) and value > 0, f"{column}={value!r}"
+    # The Llama reference is matched in parameters (one 64-wide feed-forward step is 3 x 32 x 64 x 2 layers).
+    assert abs(row["params"] - row["ref_params"]) <= 3 * 32 * 64 * 2 // 2
+    assert row["growth"] == pytest.approx(row["ms_per_token_24"] / row["ms_per_token_8"])
+    assert row["latency_ratio_8"] == pytest.approx(row["ms_per_token_8"] / row["ref_ms_per_token_8"])
+    assert row["prefill_ratio_24"] == pytest.approx(row["prefill_ms_24"] / row["ref_prefill_ms_24"])
+    table = [line for line in results["markdown"].splitlines() if line.startswith("|")]
+    assert len(table) == 4 and table[2].startswith("| tiny | ours |") and "Llama" in table[3]
+    assert (tmp_path / "gen.md").is_file()
+
+
+def test_generation_mode_defaults_to_the_recurrent_and_sliding_presets(benchmark_script):
+    args = benchmark_script.parse_args(["--generation"])
+    assert args.presets == ["lstm-baseline", "hybrid-sliding"]
+    assert "tiny" not in benchmark_script.parse_args([]).presets
