@@ -185,3 +185,26 @@ def test_one_token_step_matches_the_sequence_kernel_and_a_masked_row_keeps_its_s
         torch.testing.assert_close(got[[0, 2]], want.transpose(0, 1)[[0, 2]], atol=1e-6, rtol=0)
         torch.testing.assert_close(got[1], old[1], atol=0, rtol=0)  # the masked row's state is untouched
     torch.testing.assert_close(output[[0, 2]], expected_output[[0, 2]], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("window", [3, 4])
+def test_blockwise_sliding_attention_equals_the_dense_mask(window):
+    # More than two windows of queries with sdpa: attention runs block by block; eager always uses the dense mask.
+    torch.manual_seed(0)
+    config = tiny_config(bidirectional=False, layer_pattern="S", sliding_window=window, position_embedding_type="rope")
+    model = RecurrentTransformerForCausalLM(config).eval()
+    randomize_biases(model)
+    input_ids = torch.randint(1, 64, (2, 23))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, :5] = 0  # left padding
+    layer = model.model.layers[0].attention
+    with torch.no_grad():
+        model.config._attn_implementation = "sdpa"
+        query = torch.zeros(1, 1, 23, 1)
+        mask = torch.ones(1, 1, 23, 23, dtype=torch.bool)
+        assert layer.blockwise(query, query, mask)
+        blockwise = model(input_ids, attention_mask=attention_mask).logits
+        model.config._attn_implementation = "eager"
+        dense = model(input_ids, attention_mask=attention_mask).logits
+    real = attention_mask.bool()
+    torch.testing.assert_close(blockwise[real], dense[real], atol=1e-5, rtol=0)
