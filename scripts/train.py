@@ -14,10 +14,15 @@ The YAML file (first argument) supplies defaults, flags override it; every key i
 below. `--per_device_train_batch_size` is per process: the global batch is that times the number of processes
 times `--gradient_accumulation_steps`. The output folder receives model.safetensors, config.json and the model's
 code files (loadable with `AutoModelForSequenceClassification`), the tokenizer, metrics.json (test scores, or
-validation when no test data), confusion_matrix.png, train_args.json, run_info.json, checkpoints/ and logs/.
+validation when no test data), confusion_matrix.png, train_args.json, run_info.json (with the training time and
+tokens/s), eval_history.json (each validation with its step and training seconds), checkpoints/ and logs/.
+`--init_from` starts the classifier's body from a saved folder (scripts/pretrain_mlm.py writes one) with a freshly
+initialised head; `--max_train_seconds` stops on a wall-clock budget; `--split_seed` keeps the data split fixed while
+`--seed` varies (scripts/compare.py uses all three).
 Bad input prints one line naming the cause and exits with status 2; nothing is written before the checks pass.
 """
 
+import contextlib
 import itertools
 import json
 import logging
@@ -36,6 +41,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
+from safetensors import safe_open
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
@@ -68,8 +74,18 @@ SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 STATE_FILE = "trainer_state.json"
+CLOCK_FILE = "clock.json"  # training seconds and tokens so far; not in STATE_FILE, which a resume reproduces exactly
+HISTORY_FILE = "eval_history.json"
 # Everything this script writes into an output folder; --overwrite_output_dir removes these first.
-OUTPUT_NAMES = (CHECKPOINT_DIR, "logs", "metrics.json", "confusion_matrix.png", "train_args.json", "run_info.json")
+OUTPUT_NAMES = (
+    CHECKPOINT_DIR,
+    "logs",
+    "metrics.json",
+    "confusion_matrix.png",
+    "train_args.json",
+    "run_info.json",
+    HISTORY_FILE,
+)
 
 
 @dataclass
@@ -88,6 +104,13 @@ class ModelArguments:
     tokenizer_min_frequency: int = field(default=2, metadata={"help": "rarest piece a trained tokenizer keeps"})
     lowercase: bool = field(default=True, metadata={"help": "lower-case text in a trained tokenizer"})
     max_length: int = field(default=256, metadata={"help": "tokens per text after truncation ([CLS], [SEP] included)"})
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "a saved model folder (e.g. from scripts/pretrain_mlm.py) whose body weights start the classifier "
+            "(the head is freshly initialised); its tokenizer is used unless tokenizer_name is set"
+        },
+    )
 
 
 @dataclass
@@ -103,6 +126,9 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "seeded random subset of train"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "seeded random subset of validation"})
     max_test_samples: int | None = field(default=None, metadata={"help": "seeded random subset of test"})
+    split_seed: int | None = field(
+        default=None, metadata={"help": "seeds the validation split and the subsets; unset: seed (fix it to vary seed)"}
+    )
 
 
 @dataclass
@@ -113,6 +139,10 @@ class TrainArguments:
     seed: int = field(default=42, metadata={"help": "seeds the split, the subsets, the model and the data order"})
     num_train_epochs: float = field(default=3.0, metadata={"help": "passes over train (max_steps > 0 wins)"})
     max_steps: int = field(default=-1, metadata={"help": "optimizer steps in all; -1 uses num_train_epochs"})
+    max_train_seconds: float = field(
+        default=0.0,
+        metadata={"help": "also stop once training (validation excluded) has run this long; 0: no time budget"},
+    )
     per_device_train_batch_size: int = field(default=32, metadata={"help": "rows per process per micro-batch"})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "rows per process when scoring"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
@@ -198,6 +228,13 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, train_
             raise DataError(f"{name}={value!r} is not one of {allowed}")
     if train_args.max_steps <= 0 and train_args.num_train_epochs <= 0:
         raise DataError("set max_steps or num_train_epochs above 0")
+    if train_args.max_train_seconds < 0:
+        raise DataError(f"max_train_seconds={train_args.max_train_seconds} is negative (0 turns the time budget off)")
+    if model_args.init_from is not None:
+        init_from = Path(model_args.init_from)
+        missing = [name for name in ("config.json", "model.safetensors") if not (init_from / name).is_file()]
+        if missing:
+            raise DataError(f"init_from: {str(init_from)!r} is not a saved model folder (no {' or '.join(missing)})")
     if train_args.output_dir is None:
         raise DataError("output_dir is not set (--output_dir or a key in the YAML file)")
     output_dir = Path(train_args.output_dir)
@@ -265,6 +302,8 @@ def build_tokenizer(model_args: ModelArguments, data: LabelledData, accelerator:
         return load_tokenizer(str(resume_from), model_args.max_length)
     if model_args.tokenizer_name is not None:
         return load_tokenizer(model_args.tokenizer_name, model_args.max_length)
+    if model_args.init_from is not None:  # the vocabulary its embeddings were trained with
+        return load_tokenizer(model_args.init_from, model_args.max_length)
     serialized = [None]
     if accelerator.is_main_process:
         tokenizer = train_tokenizer(
@@ -306,6 +345,33 @@ def build_config(model_args: ModelArguments, tokenizer, data: LabelledData) -> R
     except (ValueError, TypeError, StrictDataclassClassValidationError, StrictDataclassFieldValidationError) as error:
         raise DataError(f"model config {model_args.model_config!r}: {error}") from error
     return config
+
+
+def check_init_from(model_args: ModelArguments, config: RecurrentTransformerConfig) -> None:
+    """Refuse a pretrained folder whose body does not fit this run's config, before anything is written: every body
+    weight must be there with the shape this run builds (a different preset or vocabulary shows up here)."""
+    if model_args.init_from is None:
+        return
+    with torch.device("meta"):
+        expected = RecurrentTransformerForSequenceClassification(config).model.state_dict()
+    with safe_open(str(Path(model_args.init_from) / "model.safetensors"), framework="pt") as weights:
+        saved = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    for name, tensor in expected.items():
+        key = f"{RecurrentTransformerForSequenceClassification.base_model_prefix}.{name}"
+        if saved.get(key) != tuple(tensor.shape):
+            found = f"shape {saved[key]}" if key in saved else "nothing"
+            raise DataError(
+                f"init_from {model_args.init_from!r} holds {found} for {key}, this run builds {tuple(tensor.shape)}: "
+                f"was it pretrained with preset {model_args.model_config!r} and the same tokenizer?"
+            )
+
+
+def build_model(model_args: ModelArguments, config: RecurrentTransformerConfig):
+    """A fresh classifier, or one whose body comes from `init_from` (its head, absent there, is initialised from the
+    seed as a fresh one would be; the saved folder's own head, such as an MLM head, is dropped)."""
+    if model_args.init_from is None:
+        return RecurrentTransformerForSequenceClassification(config)
+    return RecurrentTransformerForSequenceClassification.from_pretrained(model_args.init_from, config=config)
 
 
 def build_optimizer(model, train_args: TrainArguments) -> torch.optim.AdamW:
@@ -367,6 +433,36 @@ class TrainerState:
         return cls(**json.loads(path.read_text()))
 
 
+class TrainClock:
+    """Seconds spent in training steps, validation and checkpoints excluded, so that under a time budget a model that
+    is slow to validate loses no training time; `paused()` brackets the excluded work."""
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds = seconds
+        self.started: float | None = None
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.started is not None:
+            self.seconds += time.perf_counter() - self.started
+            self.started = None
+
+    def elapsed(self) -> float:
+        return self.seconds + (time.perf_counter() - self.started if self.started is not None else 0.0)
+
+    @contextlib.contextmanager
+    def paused(self):
+        running = self.started is not None
+        self.stop()
+        try:
+            yield
+        finally:
+            if running:
+                self.start()
+
+
 def write_json(path: Path, values: dict) -> None:
     path.write_text(json.dumps(values, indent=2, ensure_ascii=False, default=str) + "\n")
 
@@ -390,7 +486,7 @@ def train(
         for name, split in tokenized.items()
     }
     set_seed(train_args.seed)  # before building the model: its initial weights follow the seed
-    model = RecurrentTransformerForSequenceClassification(config)
+    model = build_model(model_args, config)
     optimizer = build_optimizer(model, train_args)
     num_processes = accelerator.num_processes
     # Per-process micro-batches in an epoch once sharded: what prepare() will yield on each process.
@@ -418,9 +514,21 @@ def train(
         raise RuntimeError(f"expected {batches_per_epoch} batches per epoch and process, got {len(train_loader)}")
 
     state = TrainerState()
+    clock = TrainClock()
+    # Real (non-padding) tokens trained on by this process; after a resume the main process carries the earlier total.
+    tokens_seen = torch.zeros((), dtype=torch.long, device=accelerator.device)
+    history = []  # each validation with its step and training seconds: eval_history.json
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         state = TrainerState.load(resume_from / STATE_FILE)
+        if (resume_from / CLOCK_FILE).is_file():
+            saved_clock = json.loads((resume_from / CLOCK_FILE).read_text())
+            clock.seconds = saved_clock["train_seconds"]
+            if accelerator.is_main_process:
+                tokens_seen += saved_clock["train_tokens"]
+        if (output_dir / HISTORY_FILE).is_file():
+            earlier = json.loads((output_dir / HISTORY_FILE).read_text())
+            history = [entry for entry in earlier if entry["step"] <= state.global_step]
         logger.info(f"resumed from {resume_from} at step {state.global_step}")
     if train_args.report_to != "none":
         # TensorBoard's hparams take scalars only.
@@ -450,6 +558,10 @@ def train(
 
     def evaluate_and_select() -> bool:
         """Validate, keep the best weights; True when early stopping says stop."""
+        with clock.paused():
+            return _evaluate_and_select()
+
+    def _evaluate_and_select() -> bool:
         predictions, references, loss = predict(model, loaders["validation"], accelerator)
         scores = classification_metrics(
             predictions, references, data.label_names, backend=train_args.metrics_backend, per_class=False
@@ -463,6 +575,9 @@ def train(
         else:
             state.evaluations_without_gain += 1
         state.log_history.append({"step": state.global_step, **scores})
+        history.append({"step": state.global_step, "train_seconds": clock.elapsed(), **scores})
+        if accelerator.is_main_process:  # rewritten at each validation, so it can be watched during the run
+            write_json(output_dir / HISTORY_FILE, history)
         headline = {f"eval/{key}": value for key, value in scores.items() if isinstance(value, int | float)}
         accelerator.log(headline, step=state.global_step)
         logger.info(f"step {state.global_step}: validation {train_args.metric_for_best_model}={metric:.4f}")
@@ -470,18 +585,33 @@ def train(
         return patience > 0 and state.evaluations_without_gain >= patience
 
     def save_checkpoint() -> None:
+        with clock.paused():
+            _save_checkpoint()
+
+    def _save_checkpoint() -> None:
         path = output_dir / CHECKPOINT_DIR / f"step-{state.global_step:07d}"
         accelerator.save_state(str(path))
+        total_tokens = accelerator.reduce(tokens_seen, reduction="sum").item()
         if accelerator.is_main_process:
             state.save(path / STATE_FILE)
+            write_json(path / CLOCK_FILE, {"train_seconds": clock.elapsed(), "train_tokens": total_tokens})
             kept = checkpoints_in(output_dir)
             limit = train_args.save_total_limit
             for old in kept[: max(len(kept) - limit, 0)] if limit else []:
                 shutil.rmtree(old)
         accelerator.wait_for_everyone()
 
+    def out_of_time() -> bool:
+        """The time budget is spent on some process (all of them stop together)."""
+        if train_args.max_train_seconds <= 0:
+            return False
+        spent = torch.tensor(float(clock.elapsed() >= train_args.max_train_seconds), device=accelerator.device)
+        return accelerator.reduce(spent, reduction="sum").item() > 0
+
     model.train()
     stop = state.global_step >= max_steps
+    stopped_by = "max_steps"
+    clock.start()
     last_evaluated = state.log_history[-1]["step"] if state.log_history else None
     running_loss, running_batches = torch.zeros((), device=accelerator.device), 0
     for epoch in range(state.epoch, num_epochs):
@@ -501,6 +631,7 @@ def train(
             batches = iter(train_loader)
         state.epoch, state.batches_in_epoch = epoch, skip
         for batch in batches:
+            tokens_seen += batch["attention_mask"].sum()
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
@@ -530,9 +661,14 @@ def train(
                 running_batches = 0
             epoch_end = state.batches_in_epoch == 0
             evaluate_now = step % train_args.eval_steps == 0 if train_args.eval_steps > 0 else epoch_end
-            if evaluate_now or step == max_steps:
+            timed_out = out_of_time()
+            if evaluate_now or step == max_steps or timed_out:
                 stop = evaluate_and_select()
                 last_evaluated = step
+                stopped_by = "early_stopping" if stop else stopped_by
+            if timed_out:
+                stop, stopped_by = True, "max_train_seconds"
+                logger.info(f"time budget of {train_args.max_train_seconds} s spent at step {step}")
             save_now = step % train_args.save_steps == 0 if train_args.save_steps > 0 else evaluate_now
             if save_now or step == train_args.stop_after_step:
                 save_checkpoint()
@@ -545,8 +681,10 @@ def train(
                 stop = True
                 break
     progress.close()
+    clock.stop()
     if last_evaluated != state.global_step:
         evaluate_and_select()
+    train_tokens = accelerator.reduce(tokens_seen, reduction="sum").item()
 
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
@@ -585,6 +723,11 @@ def train(
                 "max_steps": max_steps,
                 "global_step": state.global_step,
                 "best_step": state.best_step,
+                "stopped_by": stopped_by,
+                "train_seconds": clock.seconds,
+                "train_tokens": train_tokens,
+                "train_tokens_per_second": train_tokens / clock.seconds if clock.seconds > 0 else None,
+                "init_from": model_args.init_from,
                 "num_parameters": sum(param.numel() for param in unwrapped.parameters()),
                 "label_names": data.label_names,
                 "split_sizes": {name: len(split) for name, split in data.splits.items()},
@@ -603,7 +746,11 @@ def train(
 
 
 def run(argv: list[str] | None = None) -> dict:
-    model_args, data_args, train_args = parse_args(argv)
+    return run_with(*parse_args(argv))
+
+
+def run_with(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments) -> dict:
+    """The whole run from parsed arguments (scripts/compare.py calls this once per model and seed)."""
     check_arguments(model_args, data_args, train_args)
     output_dir = Path(train_args.output_dir)
     resume_from = checkpoints_in(output_dir)[-1] if train_args.resume else None
@@ -613,10 +760,11 @@ def run(argv: list[str] | None = None) -> dict:
         datasets.disable_progress_bars()
     resolved = {"model": asdict(model_args), "data": asdict(data_args), "training": asdict(train_args)}
     logger.info(f"arguments: {json.dumps(resolved, default=str)}")
-    data = build_datasets(data_args, train_args.seed)
+    data = build_datasets(data_args, train_args.seed if data_args.split_seed is None else data_args.split_seed)
     # Resuming reuses the tokenizer saved at the run's start (a fresh one could differ, see build_tokenizer).
     tokenizer = build_tokenizer(model_args, data, accelerator, output_dir if resume_from else None)
     config = build_config(model_args, tokenizer, data)
+    check_init_from(model_args, config)
     # Every check has passed on every process; only now is the output folder written.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and resume_from is None:

@@ -1,0 +1,214 @@
+"""scripts/compare.py on an R8 slice with the parameter-matched tiny presets (configs/compare/smoke.yaml): the table
+and the plots are written, the table says what the runs' own metrics files say, and bad input is refused."""
+
+import dataclasses
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from train_helpers import DATA_DIR, REPO_ROOT, files_under, in_repo_root, load_script, run_script
+
+from recurrent_transformer.compare import HEADLINE, svm_analyzer_for, tfidf_svm_baseline
+from recurrent_transformer.data import DataError, load_labelled_data
+
+pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"shared data not found at {DATA_DIR}")
+
+SMOKE = str(REPO_ROOT / "configs" / "compare" / "smoke.yaml")
+LABELS = ["tiny", "tiny+MLM", "tiny-lstm", "tiny-transformer", "TF-IDF + LinearSVC"]
+SEEDS = (1, 2)
+PLOTS = ("validation_accuracy_vs_steps.png", "validation_accuracy_vs_seconds.png", "final_scores.png")
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    """3 tiny presets x 2 seeds, tiny+MLM x 2 seeds (6 MLM steps each), 12 steps a run, and the SVM: about 30 s."""
+    output_dir = tmp_path_factory.mktemp("compare") / "out"
+    return output_dir, run_script("compare", [SMOKE, "--output_dir", output_dir])
+
+
+def table_rows(markdown: str) -> dict[str, list[str]]:
+    """The markdown table's cells by model name."""
+    lines = [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    return {cells[0]: cells[1:] for cells in ([cell.strip() for cell in line.strip("|").split("|")] for line in lines)}
+
+
+def run_folders(output_dir, label):
+    if label == "TF-IDF + LinearSVC":
+        return [output_dir / "svm"]
+    return [output_dir / "runs" / label / f"seed-{seed}" for seed in SEEDS]
+
+
+def read(path):
+    return json.loads(path.read_text())
+
+
+def test_comparison_writes_the_table_and_the_plots(comparison):
+    output_dir, results = comparison
+    assert list(table_rows((output_dir / "results.md").read_text())) == LABELS
+    for name in PLOTS:
+        assert (output_dir / name).read_bytes()[:4] == b"\x89PNG", name
+    assert read(output_dir / "results.json") == results
+    assert [row["label"] for row in results["rows"]] == LABELS
+    assert results["split"] == "test" and results["parameter_mismatch"] == []
+
+
+def test_table_numbers_equal_the_per_run_metrics_files(comparison):
+    output_dir, results = comparison
+    rows = table_rows((output_dir / "results.md").read_text())
+    summaries = {row["label"]: row["summary"] for row in results["rows"]}
+    for label in LABELS:
+        folders = run_folders(output_dir, label)
+        metrics = [read(folder / "metrics.json") for folder in folders]
+        assert all(entry["split"] == "test" and entry["test"]["num_samples"] == 64 for entry in metrics)
+        cells = rows[label]
+        assert cells[0] == str(len(folders))
+        for index, name in enumerate(HEADLINE):
+            values = np.array([entry["test"][name] for entry in metrics])
+            mean, std = values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0
+            assert summaries[label][name] == {"mean": mean, "std": std}
+            expected = f"{100 * mean:.2f} ± {100 * std:.2f}" if len(values) > 1 else f"{100 * mean:.2f}"
+            assert cells[1 + index] == expected, (label, name)
+        if label == "TF-IDF + LinearSVC":
+            continue
+        run_infos = [read(folder / "run_info.json") for folder in folders]
+        assert cells[5] == f"{run_infos[0]['num_parameters']:,}"
+        assert cells[6] == f"{np.mean([info['train_tokens_per_second'] for info in run_infos]):,.0f}"
+
+
+def test_presets_are_parameter_matched_and_share_tokenizer_and_split(comparison):
+    output_dir, results = comparison
+    counts = results["parameter_counts"]
+    assert set(counts) == {"tiny", "tiny-lstm", "tiny-transformer"}
+    assert all(abs(count / counts["tiny"] - 1) <= 0.05 for count in counts.values())
+    shared_vocab = read(output_dir / "tokenizer" / "tokenizer.json")["model"]["vocab"]
+    split_sizes = set()
+    for label in LABELS[:-1]:
+        for seed, folder in zip(SEEDS, run_folders(output_dir, label), strict=True):
+            assert read(folder / "tokenizer.json")["model"]["vocab"] == shared_vocab
+            run_info, train_args = read(folder / "run_info.json"), read(folder / "train_args.json")
+            assert train_args["training"]["seed"] == seed and train_args["data"]["split_seed"] == SEEDS[0]
+            assert run_info["global_step"] == 12 and run_info["stopped_by"] == "max_steps"
+            split_sizes.add(json.dumps(run_info["split_sizes"]))
+            history = read(folder / "eval_history.json")
+            assert [entry["step"] for entry in history] == [4, 8, 12]
+            assert 0 < history[0]["train_seconds"] < history[1]["train_seconds"] < history[2]["train_seconds"]
+    assert len(split_sizes) == 1  # the same train, validation and test rows everywhere
+
+
+def test_mlm_rows_fine_tune_from_their_own_pretrained_folder(comparison):
+    output_dir, _ = comparison
+    for seed, folder in zip(SEEDS, run_folders(output_dir, "tiny+MLM"), strict=True):
+        pretrained = output_dir / "pretrain" / "tiny" / f"seed-{seed}"
+        assert read(folder / "run_info.json")["init_from"] == str(pretrained)
+        assert read(pretrained / "mlm_metrics.json")["global_step"] == 6
+
+
+def test_resume_keeps_finished_runs_and_refuses_changed_settings(comparison, tmp_path, capsys):
+    output_dir, results = comparison
+    copy = tmp_path / "copy"
+    shutil.copytree(output_dir, copy)
+    kept = {name: (copy / name).read_bytes() for name in files_under(copy) if name.endswith("metrics.json")}
+    resumed = run_script("compare", [SMOKE, "--output_dir", copy, "--resume"])
+    assert {name: (copy / name).read_bytes() for name in kept} == kept
+    assert [row["summary"] for row in resumed["rows"]] == [row["summary"] for row in results["rows"]]
+    before = {name: (copy / name).read_bytes() for name in files_under(copy)}
+    assert_refused(capsys, [SMOKE, "--output_dir", copy, "--resume", "--max_steps", 5], "settings differ")
+    assert {name: (copy / name).read_bytes() for name in files_under(copy)} == before
+
+
+def assert_refused(capsys, argv, message):
+    with pytest.raises(SystemExit) as stopped:
+        run_script("compare", argv)
+    assert stopped.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and message in lines[0], lines
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--presets", "tiny,hybrid-huge"], "unknown model preset 'hybrid-huge'"),
+        (["--presets", "tiny,hybrid-small"], "parameter counts differ by more than 5 % from tiny"),
+        (["--train_file", "no/such/train.csv"], "train_file: file 'no/such/train.csv' does not exist"),
+        (["--model_config", "hybrid-small"], "model_config is set per run by compare.py; use --presets"),
+        (["--seed", "42"], "seed is set per run by compare.py; use --seeds"),
+        (["--pretrain_presets", "hybrid-small"], "pretrain_presets ['hybrid-small'] are not among the presets"),
+    ],
+    ids=["unknown-preset", "parameter-mismatch", "missing-data", "per-run-setting", "seed", "pretrain-preset"],
+)
+def test_bad_input_is_refused_before_anything_is_written(tmp_path, capsys, argv, message):
+    output_dir = tmp_path / "out"
+    assert_refused(capsys, [SMOKE, "--output_dir", output_dir, *argv], message)
+    assert not output_dir.exists()
+
+
+def test_an_output_folder_holding_files_is_left_alone(tmp_path, capsys):
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    (output_dir / "notes.txt").write_text("mine")
+    assert_refused(capsys, [SMOKE, "--output_dir", output_dir], "--overwrite_output_dir")
+    assert files_under(output_dir) == {"notes.txt"} and (output_dir / "notes.txt").read_text() == "mine"
+
+
+def test_parameter_mismatch_can_be_allowed_with_a_warning(caplog, tmp_path):
+    compare = load_script("compare")
+    args = compare.parse_args([SMOKE, "--output_dir", str(tmp_path / "out"), "--presets", "tiny,hybrid-small"])
+    compare_args, model_args, data_args, train_args = args
+    with in_repo_root():  # the YAML's data paths are relative to it
+        plan = compare.check_settings(*args)
+        data = compare.train_script.build_datasets(data_args, plan.split_seed)
+    tokenizer = compare.shared_tokenizer(model_args, data, plan, resume=False)
+    with pytest.raises(DataError, match="hybrid-small"):
+        compare.check_parameters(compare_args, model_args, data, tokenizer, plan)
+    allowed = dataclasses.replace(compare_args, allow_parameter_mismatch=True)
+    counts, outside = compare.check_parameters(allowed, model_args, data, tokenizer, plan)
+    assert outside == ["hybrid-small"] and counts["hybrid-small"] > 10 * counts["tiny"]
+    assert re.search(r"WARNING: parameter counts differ .* running anyway", caplog.text)
+
+
+def test_svm_baseline_reads_cjk_text_as_character_ngrams():
+    assert svm_analyzer_for(["今日股市大涨 沪指收复3000点", "教育部发布新规"]) == "char"
+    assert svm_analyzer_for(["what is the capital of france ?"]) == "word"
+    data = load_labelled_data(
+        train_file=DATA_DIR / "thucnews" / "train.csv",
+        test_file=DATA_DIR / "thucnews" / "test.csv",
+        max_train_samples=600,
+        max_eval_samples=200,
+        max_test_samples=200,
+    )
+    metrics, info = tfidf_svm_baseline(data, c_values=(0.3, 1.0), metrics_backend="sklearn")
+    assert info["analyzer"] == "char" and info["ngram_range"] == [1, 3] and info["C"] in (0.3, 1.0)
+    assert metrics["split"] == "test" and metrics["test"]["num_samples"] == 200
+    assert metrics["test"]["accuracy"] > 0.3  # 10 balanced classes: chance is 0.1
+
+
+def test_time_budget_stops_a_run_and_is_recorded(tmp_path):
+    """train.py's --max_train_seconds, the wall-clock budget compare.py passes on: the run stops, validates at the
+    stopping step and says why."""
+    output_dir = tmp_path / "run"
+    train_smoke = REPO_ROOT / "configs" / "train" / "smoke.yaml"
+    results = run_script(
+        "train",
+        [
+            train_smoke,
+            "--output_dir",
+            output_dir,
+            "--max_steps",
+            100_000,
+            "--max_train_seconds",
+            1.5,
+            "--eval_steps",
+            10,
+        ],
+    )
+    run_info = read(output_dir / "run_info.json")
+    assert run_info["stopped_by"] == "max_train_seconds"
+    assert 1.5 <= run_info["train_seconds"] < 30 and results["global_step"] == run_info["global_step"] < 100_000
+    assert run_info["train_tokens"] > 0
+    assert run_info["train_tokens_per_second"] == run_info["train_tokens"] / run_info["train_seconds"]
+    history = read(output_dir / "eval_history.json")
+    assert history[-1]["step"] == run_info["global_step"]
+    assert history[-1]["train_seconds"] <= run_info["train_seconds"]
