@@ -216,12 +216,7 @@ def build_reference(config, args: BenchmarkArguments) -> tuple[torch.nn.Module, 
         "pad_token_id": 0,
     }
     if args.causal:
-        reference_config = LlamaConfig(
-            **common,
-            num_key_value_heads=shape["num_attention_heads"],
-            attention_dropout=shape["attention_dropout"],
-            tie_word_embeddings=True,
-        )
+        reference_config = llama_config(common, attention_dropout=shape["attention_dropout"])
         model_class = LlamaForCausalLM
     else:
         reference_config = BertConfig(
@@ -239,6 +234,18 @@ def build_reference(config, args: BenchmarkArguments) -> tuple[torch.nn.Module, 
         f"FF{shape['intermediate_size']}{note}"
     )
     return model_class(reference_config), label
+
+
+def llama_config(common: dict, attention_dropout: float = 0.0) -> LlamaConfig:
+    """A Llama config from the shared shape keys: one key/value head per head, tied embeddings like ours, sdpa."""
+    config = LlamaConfig(
+        **common,
+        num_key_value_heads=common["num_attention_heads"],
+        attention_dropout=attention_dropout,
+        tie_word_embeddings=True,
+    )
+    config._attn_implementation = "sdpa"
+    return config
 
 
 def make_contender(name: str, model: torch.nn.Module, args: BenchmarkArguments) -> Contender:
@@ -358,19 +365,16 @@ def build_generation_pair(preset: str, args: BenchmarkArguments) -> tuple[torch.
     ours = RecurrentTransformerForCausalLM(config).eval()
 
     def llama(intermediate_size: int) -> LlamaForCausalLM:
-        reference_config = LlamaConfig(
-            vocab_size=args.vocab_size,
-            hidden_size=config.hidden_size,
-            num_hidden_layers=config.num_hidden_layers,
-            num_attention_heads=config.num_attention_heads,
-            num_key_value_heads=config.num_attention_heads,
-            intermediate_size=intermediate_size,
-            max_position_embeddings=positions,
-            tie_word_embeddings=True,
-            pad_token_id=0,
-        )
-        reference_config._attn_implementation = "sdpa"
-        return LlamaForCausalLM(reference_config)
+        common = {
+            "vocab_size": args.vocab_size,
+            "hidden_size": config.hidden_size,
+            "num_hidden_layers": config.num_hidden_layers,
+            "num_attention_heads": config.num_attention_heads,
+            "intermediate_size": intermediate_size,
+            "max_position_embeddings": positions,
+            "pad_token_id": 0,
+        }
+        return LlamaForCausalLM(llama_config(common))
 
     # Llama's parameters grow by 3 x hidden per layer and unit of feed-forward width (gate, up and down).
     per_unit = 3 * config.hidden_size * config.num_hidden_layers
@@ -444,9 +448,14 @@ def benchmark_generation(preset: str, args: BenchmarkArguments) -> dict:
     return row
 
 
+def generation_model_columns(args: BenchmarkArguments) -> list[str]:
+    """The columns --generation reports for each model (ours unprefixed, Llama's with ref_)."""
+    return [f"ms_per_token_{length}" for length in args.contexts] + ["growth", f"prefill_ms_{max(args.contexts)}"]
+
+
 def generation_columns(args: BenchmarkArguments) -> list[str]:
     shortest, longest = min(args.contexts), max(args.contexts)
-    per_model = [f"ms_per_token_{length}" for length in args.contexts] + ["growth", f"prefill_ms_{longest}"]
+    per_model = generation_model_columns(args)
     return ["preset", "params", "ref_params", *per_model, *(f"ref_{name}" for name in per_model),
             f"latency_ratio_{shortest}", f"prefill_ratio_{longest}", "reference"]  # fmt: skip
 
@@ -454,7 +463,7 @@ def generation_columns(args: BenchmarkArguments) -> list[str]:
 def format_generation_markdown(rows: list[dict], args: BenchmarkArguments, settings: dict) -> str:
     """One line for our model and one for Llama per preset, then the ratios the goals are stated in."""
     shortest, longest = min(args.contexts), max(args.contexts)
-    per_model = [f"ms_per_token_{length}" for length in args.contexts] + ["growth", f"prefill_ms_{longest}"]
+    per_model = generation_model_columns(args)
     lines = [
         "| preset | model | params | "
         + " | ".join(f"ms/token at {length}" for length in args.contexts)
