@@ -42,7 +42,7 @@ class RecurrentTransformerConfig(PreTrainedConfig):
             `S` hybrid_sliding, `A` full_attention, `R` linear_attention (`"RRRA"`: three recurrent layers, then
             attention). Only the expanded `layer_types` is saved.
         recurrent_cell (`str`, *optional*, defaults to `"lstm"`): `"lstm"`, `"gru"`, `"rnn"` (tanh) or `"mingru"`
-            (a gated recurrence that is linear in its state and runs as a parallel log-space scan).
+            (a gated recurrence that is linear in its state and runs as a parallel scan, no loop over steps).
         recurrent_hidden_size (`int`, *optional*): width of the recurrent state, summed over directions (a
             bidirectional layer gives each direction half); `None` means `hidden_size`. A projection back to
             `hidden_size` is added when the two differ.
