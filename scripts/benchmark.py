@@ -11,6 +11,7 @@ model runs `--steps` steps (the order alternates from round to round); a through
     python scripts/benchmark.py --causal                         # bidirectional=False ForCausalLM vs LlamaForCausalLM
     python scripts/benchmark.py --threads 2 --output runs/benchmark   # writes runs/benchmark.md and .json
     python scripts/benchmark.py --generation --threads 1         # batch-1 greedy decoding latency vs Llama
+    python scripts/benchmark.py --presets mingru-hybrid --profile    # + where a training step's time goes
 
 Default task: sequence classification with `--num_labels` 8 against `BertForSequenceClassification` (gelu,
 `hidden_dropout_prob` and `attention_probs_dropout_prob` from the preset). `--causal` instead benchmarks each
@@ -36,6 +37,11 @@ time at which each new token's scores arrive: prefill = start of `generate()` to
 forward pass with its cache), ms/token = median gap between consecutive stamps (one decoding step through the
 cache plus generate's own per-token work). Medians over interleaved rounds; growth = ms/token at the longest
 context / at the shortest.
+
+`--profile` runs torch.profiler over `--steps` more training steps of our model and adds the column `scan %`: the
+share of the step's CPU time spent in the parallel scan of a minGRU cell (`linear_scan`'s forward and its backward
+node), n/a for presets without one. The top operators by self CPU time go to the log and, with `--output`, to
+<output>-profile.txt.
 
 Timings are only comparable within one run: the models share the process, the threads and the machine's load
 (the footnote gives the load average). A preset that fails (e.g. `--bf16` on a CPU without native bf16, where
@@ -69,6 +75,7 @@ from transformers import (
 )
 
 from recurrent_transformer import RecurrentTransformerForCausalLM, RecurrentTransformerForSequenceClassification
+from recurrent_transformer import modeling_recurrent_transformer as modeling
 from recurrent_transformer.presets import available_presets, load_preset
 
 logger = logging.getLogger("benchmark")
@@ -97,6 +104,9 @@ COLUMNS = [
 # --generation: the recurrence-only baseline and the sliding-window hybrid, whose per-token cost should not grow.
 GENERATION_PRESETS = ["lstm-baseline", "hybrid-sliding"]
 FEED_FORWARD_STEP = 64  # the parameter-matched Llama's intermediate_size is a multiple of this
+PROFILE_COLUMNS = ["scan_percent"]
+SCAN_EVENTS = ("linear_scan", "LinearScanBackward")  # the scan's forward (labelled here) and its autograd node
+PROFILE_ROWS = 15  # operators listed per preset
 COMPILE_COLUMNS = ["compiled_train_tokens_per_s", "compile_train_speedup", "compiled_infer_tokens_per_s",
                    "compile_infer_speedup"]  # fmt: skip
 
@@ -120,6 +130,9 @@ class BenchmarkArguments:
     threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads; default: usable CPU cores."})
     bf16: bool = field(default=False, metadata={"help": "Run forward and loss under torch.autocast(cpu, bfloat16)."})
     compile: bool = field(default=False, metadata={"help": "Also time torch.compile(our model); report speed-up."})
+    profile: bool = field(
+        default=False, metadata={"help": "Profile our training step: the minGRU scan's share and the top operators."}
+    )
     causal: bool = field(default=False, metadata={"help": "Causal LM (bidirectional=False) vs LlamaForCausalLM."})
     generation: bool = field(
         default=False, metadata={"help": "Batch-1 greedy generate() latency per token and prefill vs Llama."}
@@ -338,6 +351,29 @@ def peak_train_memory(contender: Contender, batch: dict) -> dict[str, float]:
     return {"static_mib": static_bytes / MIB, "step_peak_mib": peak / MIB, "total_mib": (static_bytes + peak) / MIB}
 
 
+def profile_training(contender: Contender, batch: dict, steps: int) -> tuple[float | None, str]:
+    """Percent of `steps` training steps' CPU time in the minGRU scan (None without one), and the top operators."""
+    original = modeling.linear_scan
+
+    def labelled_scan(*args, **kwargs):
+        with torch.profiler.record_function(SCAN_EVENTS[0]):
+            return original(*args, **kwargs)
+
+    contender.model.train()
+    modeling.linear_scan = labelled_scan  # the mixer looks the function up in its module at call time
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            for _ in range(steps):
+                train_step(contender, batch)
+    finally:
+        modeling.linear_scan = original
+    averages = profiler.key_averages()
+    total = sum(event.self_cpu_time_total for event in averages)
+    scan = sum(event.cpu_time_total for event in averages if event.key in SCAN_EVENTS)
+    table = averages.table(sort_by="self_cpu_time_total", row_limit=PROFILE_ROWS)
+    return (100 * scan / total if scan else None), table
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # --generation: decoding latency per token and prefill time
 # ---------------------------------------------------------------------------------------------------------------
@@ -514,6 +550,10 @@ def benchmark_preset(preset: str, args: BenchmarkArguments) -> dict:
     infer = measure_throughput(contenders, infer_step, batch, args)
     logger.info("%s inference tokens/s per round: %s", preset, infer)
 
+    if args.profile:
+        scan_percent, profile_table = profile_training(contenders[0], batch, args.steps)
+        logger.info("%s: where our training step's time goes\n%s", preset, profile_table)
+
     train_median = {name: statistics.median(values) for name, values in train.items()}
     infer_median = {name: statistics.median(values) for name, values in infer.items()}
     row = {
@@ -535,6 +575,9 @@ def benchmark_preset(preset: str, args: BenchmarkArguments) -> dict:
         row["compile_train_speedup"] = train_median["compiled"] / train_median["ours"]
         row["compiled_infer_tokens_per_s"] = infer_median["compiled"]
         row["compile_infer_speedup"] = infer_median["compiled"] / infer_median["ours"]
+    if args.profile:
+        row["scan_percent"] = scan_percent
+        row["profile"] = profile_table
     row["details"] = {
         "train_rounds": train,
         "infer_rounds": infer,
@@ -561,11 +604,12 @@ def benchmark_or_fail(preset: str, args: BenchmarkArguments) -> dict:
 def columns(args: BenchmarkArguments) -> list[str]:
     if args.generation:
         return generation_columns(args)
-    return COLUMNS[:-1] + (COMPILE_COLUMNS if args.compile else []) + COLUMNS[-1:]
+    extra = (COMPILE_COLUMNS if args.compile else []) + (PROFILE_COLUMNS if args.profile else [])
+    return COLUMNS[:-1] + extra + COLUMNS[-1:]
 
 
 def header(column: str, reference_name: str) -> str:
-    text = column.replace("ref_", f"{reference_name} ").replace("tokens_per_s", "tok/s").replace("_mib", " MiB")
+    text = column.replace("ref_", f"{reference_name} ").replace("_percent", " %").replace("tokens_per_s", "tok/s").replace("_mib", " MiB")
     return text.replace("_", " ")
 
 
@@ -609,7 +653,12 @@ def write_outputs(results: dict, output: str) -> list[Path]:
     markdown_path, json_path = Path(f"{stem}.md"), Path(f"{stem}.json")
     markdown_path.write_text(results["markdown"] + "\n")
     json_path.write_text(json.dumps(results, indent=2) + "\n")
-    return [markdown_path, json_path]
+    written = [markdown_path, json_path]
+    profiles = [f"## {row['preset']}\n\n{row['profile']}" for row in results["rows"] if row.get("profile")]
+    if profiles:
+        written.append(Path(f"{stem}-profile.txt"))
+        written[-1].write_text("\n\n".join(profiles) + "\n")
+    return written
 
 
 def environment(args: BenchmarkArguments) -> dict:

@@ -97,3 +97,20 @@ def test_generation_mode_defaults_to_the_recurrent_and_sliding_presets(benchmark
     args = benchmark_script.parse_args(["--generation"])
     assert args.presets == ["lstm-baseline", "hybrid-sliding"]
     assert "tiny" not in benchmark_script.parse_args([]).presets
+
+
+def test_profile_reports_the_mingru_scan_share_and_none_for_an_lstm(benchmark_script, tmp_path):
+    mingru = load_preset("tiny", recurrent_cell="mingru")
+    mingru.save_pretrained(tmp_path / "tiny-mingru")
+    presets = ["--presets", "tiny", str(tmp_path / "tiny-mingru" / "config.json")]
+    results = benchmark_script.main([*TINY_RUN, *presets, "--profile", "--output", str(tmp_path / "bench")])
+
+    lstm_row, mingru_row = results["rows"]
+    assert "scan_percent" in results["columns"] and results["columns"][-1] == "reference"
+    assert lstm_row["scan_percent"] is None  # the tiny preset's cell is an LSTM: no scan
+    assert 0 < mingru_row["scan_percent"] < 100
+    assert "aten::" in mingru_row["profile"]
+    profile_text = (tmp_path / "bench-profile.txt").read_text()
+    assert "## tiny" in profile_text and "tiny-mingru" in profile_text
+    table = [line for line in results["markdown"].splitlines() if line.startswith("|")]
+    assert "scan %" in table[0] and table[2].count("|") == len(results["columns"]) + 1
