@@ -15,7 +15,9 @@ below. `--per_device_train_batch_size` is per process: the global batch is that 
 times `--gradient_accumulation_steps`. The output folder receives model.safetensors, config.json and the model's
 code files (loadable with `AutoModelForSequenceClassification`), the tokenizer, metrics.json (test scores, or
 validation when no test data), confusion_matrix.png, train_args.json, run_info.json (with the training time and
-tokens/s), eval_history.json (each validation with its step and training seconds), checkpoints/ and logs/.
+tokens/s), eval_history.json (each validation with its step and training seconds), loss_history.json (the mean
+training loss of each `--logging_steps` window, with its step, learning rate and training seconds), checkpoints/
+and logs/.
 `--init_from` starts the classifier's body from a saved folder (scripts/pretrain_mlm.py writes one) with a freshly
 initialised head; `--max_train_seconds` stops on a wall-clock budget; `--split_seed` keeps the data split fixed while
 `--seed` varies (scripts/compare.py uses all three).
@@ -76,6 +78,7 @@ BEST_DIR = "best"
 STATE_FILE = "trainer_state.json"
 CLOCK_FILE = "clock.json"  # training seconds and tokens so far; not in STATE_FILE, which a resume reproduces exactly
 HISTORY_FILE = "eval_history.json"
+LOSS_HISTORY_FILE = "loss_history.json"
 # Everything this script writes into an output folder; --overwrite_output_dir removes these first.
 OUTPUT_NAMES = (
     CHECKPOINT_DIR,
@@ -85,6 +88,7 @@ OUTPUT_NAMES = (
     "train_args.json",
     "run_info.json",
     HISTORY_FILE,
+    LOSS_HISTORY_FILE,
 )
 
 
@@ -518,6 +522,7 @@ def train(
     # Real (non-padding) tokens trained on by this process; after a resume the main process carries the earlier total.
     tokens_seen = torch.zeros((), dtype=torch.long, device=accelerator.device)
     history = []  # each validation with its step and training seconds: eval_history.json
+    loss_history = []  # each logging window's mean training loss: loss_history.json
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         state = TrainerState.load(resume_from / STATE_FILE)
@@ -529,6 +534,9 @@ def train(
         if (output_dir / HISTORY_FILE).is_file():
             earlier = json.loads((output_dir / HISTORY_FILE).read_text())
             history = [entry for entry in earlier if entry["step"] <= state.global_step]
+        if (output_dir / LOSS_HISTORY_FILE).is_file():
+            earlier = json.loads((output_dir / LOSS_HISTORY_FILE).read_text())
+            loss_history = [entry for entry in earlier if entry["step"] <= state.global_step]
         logger.info(f"resumed from {resume_from} at step {state.global_step}")
     if train_args.report_to != "none":
         # TensorBoard's hparams take scalars only.
@@ -652,10 +660,15 @@ def train(
             step = state.global_step
             if step % train_args.logging_steps == 0 or step == max_steps:
                 mean_loss = accelerator.reduce(running_loss, reduction="mean").item() / running_batches
+                learning_rate = scheduler.get_last_lr()[0]
                 accelerator.log(
-                    {"train/loss": mean_loss, "train/learning_rate": scheduler.get_last_lr()[0], "train/epoch": epoch},
-                    step=step,
+                    {"train/loss": mean_loss, "train/learning_rate": learning_rate, "train/epoch": epoch}, step=step
                 )
+                loss_history.append(
+                    {"step": step, "loss": mean_loss, "learning_rate": learning_rate, "train_seconds": clock.elapsed()}
+                )
+                if accelerator.is_main_process:
+                    write_json(output_dir / LOSS_HISTORY_FILE, loss_history)
                 progress.set_postfix(loss=f"{mean_loss:.4f}")
                 running_loss.zero_()
                 running_batches = 0

@@ -27,7 +27,7 @@ def run_args(tokenizer_dir, output_dir):
         *("--output_dir", output_dir, "--tokenizer_name", tokenizer_dir),
         *("--max_train_samples", 96, "--max_eval_samples", 32, "--max_test_samples", 32),
         *("--max_steps", 8, "--gradient_accumulation_steps", 2, "--eval_steps", 2, "--warmup_steps", 2),
-        *("--save_total_limit", "10", "--disable_tqdm", "--report_to", "tensorboard"),
+        *("--save_total_limit", "10", "--disable_tqdm", "--report_to", "tensorboard", "--logging_steps", 1),
     ]
 
 
@@ -58,5 +58,10 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tokenizer_dir, uninterr
     state = json.loads((output_dir / "checkpoints" / "step-0000008" / "trainer_state.json").read_text())
     reference_state = json.loads((reference_dir / "checkpoints" / "step-0000008" / "trainer_state.json").read_text())
     assert state == reference_state  # the same validations, best step and position in the data
+    # The training-loss history continues where it stopped: the same loss at every step (times differ).
+    losses = [(entry["step"], entry["loss"]) for entry in json.loads((output_dir / "loss_history.json").read_text())]
+    expected = [(entry["step"], entry["loss"]) for entry in json.loads((reference_dir / "loss_history.json").read_text())]
+    assert [step for step, _ in losses] == list(range(1, 9))
+    assert losses == pytest.approx(expected, abs=1e-6)
     run_info = json.loads((output_dir / "run_info.json").read_text())
     assert run_info["resumed_from"].endswith(f"step-{stop_after_step:07d}")

@@ -1,6 +1,7 @@
 """scripts/train.py end to end on R8, then the saved folder reloaded and scored again by scripts/evaluate.py."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -69,6 +70,11 @@ def test_r8_run_writes_its_outputs(r8_run):
     assert sum(map(sum, test["confusion_matrix"])) == 2189
     run_info = json.loads((output_dir / "run_info.json").read_text())
     assert run_info["global_step"] == 300 and run_info["num_processes"] == 1
+    loss_history = json.loads((output_dir / "loss_history.json").read_text())
+    assert [entry["step"] for entry in loss_history] == [50, 100, 150, 200, 250, 300]
+    assert all(math.isfinite(entry["loss"]) and entry["learning_rate"] >= 0 for entry in loss_history)
+    assert loss_history[-1]["loss"] < loss_history[0]["loss"]  # it learns
+    assert loss_history[-1]["train_seconds"] <= run_info["train_seconds"]
     train_args = json.loads((output_dir / "train_args.json").read_text())
     assert train_args["training"]["max_steps"] == 300 and train_args["model"]["model_config"] == "tiny"
 
