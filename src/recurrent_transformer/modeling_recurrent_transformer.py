@@ -95,8 +95,9 @@ def scan_rounds(coeffs: torch.Tensor, values: torch.Tensor, reverse: bool = Fals
     """States of h_t = coeffs_t * h_{t-1} + values_t (h before the start = 0) along dim 1, or of
     h_t = coeffs_t * h_{t+1} + values_t with `reverse`: a Hillis-Steele scan, ceil(log2(seq_len)) rounds of
     whole-tensor multiply-adds, no loop over single steps. Everything stays in linear space: products of gates in
-    (0, 1] and sums of positive terms lose no precision with length (measured: 7e-7 against float64 at 128 steps,
-    under 1e-5 at 1,100), unlike a log-space scan, and no exp/log is computed."""
+    (0, 1] and sums of positive terms lose no precision with length, unlike a log-space scan, and no exp/log is
+    computed. Against a float64 step-by-step reference at 1,100 steps with strong gates (tests/test_modeling.py):
+    6.8e-7 on outputs and 3.7e-7 on gradients (relative), where 32-step log-space chunks gave 7e-6 and 7.5e-6."""
     coeffs, values = coeffs.clone(), values.clone()
     seq_len, shift = values.shape[1], 1
     while shift < seq_len:
