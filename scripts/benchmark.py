@@ -609,7 +609,12 @@ def columns(args: BenchmarkArguments) -> list[str]:
 
 
 def header(column: str, reference_name: str) -> str:
-    text = column.replace("ref_", f"{reference_name} ").replace("_percent", " %").replace("tokens_per_s", "tok/s").replace("_mib", " MiB")
+    text = (
+        column.replace("ref_", f"{reference_name} ")
+        .replace("_percent", " %")
+        .replace("tokens_per_s", "tok/s")
+        .replace("_mib", " MiB")
+    )
     return text.replace("_", " ")
 
 

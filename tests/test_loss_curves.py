@@ -14,7 +14,9 @@ def curves():
 
 def write_history(folder, losses: dict[int, float]):
     folder.mkdir(parents=True)
-    entries = [{"step": step, "loss": loss, "learning_rate": 1e-3, "train_seconds": step / 10} for step, loss in losses.items()]
+    entries = [
+        {"step": step, "loss": loss, "learning_rate": 1e-3, "train_seconds": step / 10} for step, loss in losses.items()
+    ]
     (folder / "loss_history.json").write_text(json.dumps(entries))
     return str(folder)
 
@@ -39,7 +41,10 @@ def test_table_gives_each_runs_distance_from_the_first(curves, tmp_path):
     [
         (lambda tmp: [write_history(tmp / "a", {1: 1.0})], "at least two run folders"),
         (lambda tmp: [write_history(tmp / "a", {1: 1.0}), str(tmp / "missing")], "is not a folder"),
-        (lambda tmp: [write_history(tmp / "a", {1: 1.0}), str((tmp / "empty").mkdir() or tmp / "empty")], "loss_history.json is missing"),
+        (
+            lambda tmp: [write_history(tmp / "a", {1: 1.0}), str((tmp / "empty").mkdir() or tmp / "empty")],
+            "loss_history.json is missing",
+        ),
         (lambda tmp: [write_history(tmp / "a", {1: 1.0}), write_history(tmp / "b", {2: 1.0})], "no step in common"),
     ],
 )

@@ -60,7 +60,9 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tokenizer_dir, uninterr
     assert state == reference_state  # the same validations, best step and position in the data
     # The training-loss history continues where it stopped: the same loss at every step (times differ).
     losses = [(entry["step"], entry["loss"]) for entry in json.loads((output_dir / "loss_history.json").read_text())]
-    expected = [(entry["step"], entry["loss"]) for entry in json.loads((reference_dir / "loss_history.json").read_text())]
+    expected = [
+        (entry["step"], entry["loss"]) for entry in json.loads((reference_dir / "loss_history.json").read_text())
+    ]
     assert [step for step, _ in losses] == list(range(1, 9))
     assert losses == pytest.approx(expected, abs=1e-6)
     run_info = json.loads((output_dir / "run_info.json").read_text())
