@@ -91,33 +91,26 @@ def mingru_candidate(values: torch.Tensor) -> torch.Tensor:
     return torch.where(values >= 0, values + 0.5, torch.sigmoid(values))
 
 
-def scan_rounds(coeffs: torch.Tensor, values: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-    """States of h_t = coeffs_t * h_{t-1} + values_t (h before the start = 0) along dim 1, or of
-    h_t = coeffs_t * h_{t+1} + values_t with `reverse`: a Hillis-Steele scan, ceil(log2(seq_len)) rounds of
-    whole-tensor multiply-adds, no loop over single steps. Everything stays in linear space: products of gates in
-    (0, 1] and sums of positive terms lose no precision with length, unlike a log-space scan, and no exp/log is
-    computed. Against a float64 step-by-step reference at 1,100 steps with strong gates (tests/test_modeling.py):
+def scan_rounds(
+    coeffs: torch.Tensor, values: torch.Tensor, initial: torch.Tensor, reverse: bool = False
+) -> torch.Tensor:
+    """States of h_t = coeffs_t * h_{t-1} + values_t along dim 1 from `initial` (batch, dim), or of
+    h_t = coeffs_t * h_{t+1} + values_t from the end with `reverse`: a Hillis-Steele scan, ceil(log2(seq_len))
+    rounds of whole-tensor multiply-adds, no loop over single steps. Everything stays in linear space: products of
+    gates in (0, 1] and sums of positive terms lose no precision with length, unlike a log-space scan, and no exp/log
+    is computed. Against a float64 step-by-step reference at 1,100 steps with strong gates (tests/test_modeling.py):
     6.8e-7 on outputs and 3.7e-7 on gradients (relative), where 32-step log-space chunks gave 7e-6 and 7.5e-6."""
     coeffs, values = coeffs.clone(), values.clone()
+    first = -1 if reverse else 0
+    values[:, first] = torch.addcmul(values[:, first], coeffs[:, first], initial)  # start from `initial`, not zero
     seq_len, shift = values.shape[1], 1
     while shift < seq_len:
-        if reverse:
-            values[:, :-shift] = torch.addcmul(values[:, :-shift], coeffs[:, :-shift], values[:, shift:])
-            if 2 * shift < seq_len:
-                coeffs[:, :-shift] = coeffs[:, :-shift] * coeffs[:, shift:]
-        else:
-            values[:, shift:] = torch.addcmul(values[:, shift:], coeffs[:, shift:], values[:, :-shift])
-            if 2 * shift < seq_len:
-                coeffs[:, shift:] = coeffs[:, shift:] * coeffs[:, :-shift]
+        head, tail = slice(None, -shift), slice(shift, None)
+        target, source = (head, tail) if reverse else (tail, head)  # each step takes in the one `shift` before it
+        values[:, target] = torch.addcmul(values[:, target], coeffs[:, target], values[:, source])
+        if 2 * shift < seq_len:
+            coeffs[:, target] = coeffs[:, target] * coeffs[:, source]
         shift *= 2
-    return values
-
-
-def fold_initial_state(coeffs, values, initial, reverse):
-    """The recurrence from `initial` equals the one from zero with coeffs * initial added to the first step."""
-    values = values.clone()
-    first = -1 if reverse else 0
-    values[:, first] = torch.addcmul(values[:, first], coeffs[:, first], initial)
     return values
 
 
@@ -128,7 +121,7 @@ class LinearScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, coeffs, values, initial, reverse):
-        states = scan_rounds(coeffs, fold_initial_state(coeffs, values, initial, reverse), reverse)
+        states = scan_rounds(coeffs, values, initial, reverse)
         ctx.save_for_backward(coeffs, states, initial)
         ctx.reverse = reverse
         return states
@@ -145,7 +138,7 @@ class LinearScan(torch.autograd.Function):
         else:
             grad_coeffs_from = torch.cat([coeffs[:, 1:], edge], dim=1)
             previous = torch.cat([initial.unsqueeze(1), states[:, :-1]], dim=1)
-        grad_values = scan_rounds(grad_coeffs_from, grad_states.contiguous(), reverse=not reverse)
+        grad_values = scan_rounds(grad_coeffs_from, grad_states, torch.zeros_like(initial), not reverse)
         first = -1 if reverse else 0
         return grad_values * previous, grad_values, coeffs[:, first] * grad_values[:, first], None
 
@@ -158,13 +151,14 @@ def linear_scan(
     initial = values.new_zeros(values.shape[0], *values.shape[2:]) if initial_state is None else initial_state
     if torch.is_grad_enabled() and (coeffs.requires_grad or values.requires_grad or initial.requires_grad):
         return LinearScan.apply(coeffs, values, initial, reverse)
-    return scan_rounds(coeffs, fold_initial_state(coeffs, values, initial, reverse), reverse)
+    return scan_rounds(coeffs, values, initial, reverse)
 
 
 def run_torch_cell(cell: Callable, inputs, initial=None):
-    """`cell(inputs, initial)` (an nn.RNNBase, or a one-step function of the same signature); under CPU autocast the cell runs in fp32 with autocast off. Autocast sends an LSTM
-    to oneDNN's bf16 kernel, which CPUs without native bf16 (AVX2 only) lack ("could not create a primitive
-    descriptor"), and a state carried over hundreds of steps in bf16 (8-bit mantissa) drifts anyway."""
+    """`cell(inputs, initial)` (an nn.RNNBase, or a one-step function of the same signature); under CPU autocast
+    the cell runs in fp32 with autocast off. Autocast sends an LSTM to oneDNN's bf16 kernel, which CPUs without
+    native bf16 (AVX2 only) lack ("could not create a primitive descriptor"), and a state carried over hundreds of
+    steps in bf16 (8-bit mantissa) drifts anyway."""
     if not (inputs.data.device.type == "cpu" and torch.is_autocast_enabled("cpu")):
         return cell(inputs, initial)
     if initial is not None:
