@@ -467,6 +467,13 @@ class TrainClock:
                 self.start()
 
 
+def history_until(path: Path, step: int) -> list[dict]:
+    """The entries of a history file (eval_history.json, loss_history.json) up to `step`: what a resume keeps."""
+    if not path.is_file():
+        return []
+    return [entry for entry in json.loads(path.read_text()) if entry["step"] <= step]
+
+
 def write_json(path: Path, values: dict) -> None:
     path.write_text(json.dumps(values, indent=2, ensure_ascii=False, default=str) + "\n")
 
@@ -531,12 +538,8 @@ def train(
             clock.seconds = saved_clock["train_seconds"]
             if accelerator.is_main_process:
                 tokens_seen += saved_clock["train_tokens"]
-        if (output_dir / HISTORY_FILE).is_file():
-            earlier = json.loads((output_dir / HISTORY_FILE).read_text())
-            history = [entry for entry in earlier if entry["step"] <= state.global_step]
-        if (output_dir / LOSS_HISTORY_FILE).is_file():
-            earlier = json.loads((output_dir / LOSS_HISTORY_FILE).read_text())
-            loss_history = [entry for entry in earlier if entry["step"] <= state.global_step]
+        history = history_until(output_dir / HISTORY_FILE, state.global_step)
+        loss_history = history_until(output_dir / LOSS_HISTORY_FILE, state.global_step)
         logger.info(f"resumed from {resume_from} at step {state.global_step}")
     if train_args.report_to != "none":
         # TensorBoard's hparams take scalars only.
