@@ -9,11 +9,15 @@ Run from the repository root (data paths in configs/compare/*.yaml are relative 
     python scripts/compare.py configs/compare/r8.yaml --pretrain_steps 2000         # adds "+MLM" rows
     python scripts/compare.py configs/compare/sst2.yaml --max_train_seconds 900     # a wall-clock budget per run
     python scripts/compare.py configs/compare/trec.yaml --resume                    # keep finished runs, do the rest
+    python scripts/compare.py configs/compare/trec.yaml --resume --pretrain_steps 3000  # add "+MLM" rows later
+    python scripts/compare.py configs/compare/sst2.yaml --parallel_runs 6           # on a GPU: 6 runs share the card
     python scripts/compare.py configs/compare/smoke.yaml --output_dir /tmp/compare  # seconds: the test's settings
 
 Every train.py setting (learning rate, batch, schedule, `--eval_steps`, `--max_length`, ...) is a key here too and is
 the same for every model; compare.py sets, per run, the preset (`--presets`), the seed (`--seeds`), the shared
-tokenizer and, for "+MLM" rows, `--init_from`. Each run is scripts/train.py, called in-process.
+tokenizer and, for "+MLM" rows, `--init_from`. Each run is scripts/train.py, called in-process, or with
+`--parallel_runs N` in N worker processes at once: a GPU has room for several of these small models, whose steps
+are too short to keep it busy alone (the scores are the same either way; the seconds are shared-machine seconds).
 
 1. The data is loaded and the validation split cut from train once, with `--split_seed` (default: the first seed):
    every run and the baseline see the same train, validation and test rows; seeds vary the model's initial
@@ -37,11 +41,14 @@ train.py's progress bar. Bad input (an unknown preset, parameters out of toleran
 folder holding another comparison) prints one `error: ...` line and exits with status 2 before anything is written.
 """
 
+import concurrent.futures
 import dataclasses
 import importlib.util
 import json
 import logging
 import math
+import multiprocessing
+import os
 import shutil
 import sys
 import time
@@ -57,6 +64,7 @@ from recurrent_transformer.compare import (
     HEADLINE,
     SVM_ANALYZERS,
     Row,
+    compare_worker,
     markdown_table,
     plot_final_scores,
     plot_validation_curves,
@@ -108,8 +116,12 @@ PER_RUN_SETTINGS = {
     "seed": "--seeds, and --split_seed for the data split",
     "stop_after_step": "--resume after an interruption",
 }
-# Settings that may change between a comparison and its --resume (the folder may have moved).
-RESUME_FREE = ("resume", "overwrite_output_dir", "disable_tqdm", "output_dir")
+# Settings a --resume may set on a comparison that has no '+MLM' rows yet, to add them.
+MLM_SETTINGS = {
+    f"compare.{name}" for name in ("pretrain_steps", "pretrain_presets", "pretrain_learning_rate", "mlm_probability")
+}
+# Settings that may change between a comparison and its --resume (the folder may have moved, or the machine).
+RESUME_FREE = ("resume", "overwrite_output_dir", "disable_tqdm", "output_dir", "parallel_runs")
 
 
 @dataclass
@@ -134,6 +146,13 @@ class CompareArguments:
     svm_baseline: bool = field(default=True, metadata={"help": "add the TF-IDF + LinearSVC reference row"})
     svm_analyzer: str = field(default="auto", metadata={"help": f"one of {SVM_ANALYZERS}; auto: char for CJK text"})
     svm_c_values: str = field(default="0.1,0.3,1,3,10", metadata={"help": "LinearSVC C values tried on validation"})
+    parallel_runs: int = field(
+        default=1,
+        metadata={
+            "help": "runs trained at once, each in its own process: several small runs share one GPU; on CPU each "
+            "gets cpu_count / N threads unless OMP_NUM_THREADS is set. 1: one after another, in this process"
+        },
+    )
 
 
 ARGUMENT_CLASSES = (
@@ -221,6 +240,8 @@ def check_settings(compare_args: CompareArguments, model_args, data_args, train_
         raise DataError(f"pretrain_presets {unknown} are not among the presets {presets}")
     if compare_args.pretrain_steps < 0:
         raise DataError(f"pretrain_steps={compare_args.pretrain_steps} is negative")
+    if compare_args.parallel_runs < 1:
+        raise DataError(f"parallel_runs={compare_args.parallel_runs} must be at least 1")
     if not 0 <= compare_args.parameter_tolerance < 1:
         raise DataError(f"parameter_tolerance={compare_args.parameter_tolerance} must lie in [0, 1)")
     if compare_args.svm_analyzer not in SVM_ANALYZERS:
@@ -267,6 +288,11 @@ def check_output_dir(plan: Plan, train_args, settings: dict) -> None:
             for name, value in values.items()
             if name not in RESUME_FREE and saved.get(group, {}).get(name) != json.loads(json.dumps(value))
         )
+        if changed and saved["compare"]["pretrain_steps"] == 0 and set(changed) <= MLM_SETTINGS:
+            # A comparison without '+MLM' rows gets them: its finished runs stay valid; the settings now say so.
+            logger.info(f"--resume: adding '{MLM_SUFFIX}' rows to the comparison in {str(output_dir)!r}")
+            write_json(saved_path, settings)
+            return
         if changed:
             raise DataError(f"--resume: the settings differ from the comparison in {str(output_dir)!r}: {changed}")
         return
@@ -396,36 +422,86 @@ def pretrain(compare_args, model_args, data_args, train_args, preset: str, seed:
     pretrain_script.run_with(mlm_model_args, data_args, mlm_args, training_args)
 
 
+def run_job(compare_args, model_args, data_args, train_args, plan: Plan, preset: str, seed: int, with_mlm: bool) -> str:
+    """One row's run for one seed (MLM pre-training first for a '+MLM' row, unless done before); returns the
+    line that reports its score."""
+    label = plan.labels[preset] + (MLM_SUFFIX if with_mlm else "")
+    run_dir = plan.output_dir / "runs" / label / f"seed-{seed}"
+    init_from = None
+    if with_mlm:
+        init_from = plan.output_dir / "pretrain" / plan.labels[preset] / f"seed-{seed}"
+        if not finished(init_from, "mlm_metrics.json"):
+            logger.info(f"{label} seed {seed}: MLM pre-training for {compare_args.pretrain_steps} steps ...")
+            seconds = timed(pretrain, compare_args, model_args, data_args, train_args, preset, seed, init_from)
+            write_json(init_from / RUN_FILE, {"wall_seconds": seconds})
+    run_args = per_run_arguments(model_args, data_args, train_args, preset, seed, init_from, run_dir)
+    seconds = timed(train_script.run_with, *run_args)
+    write_json(run_dir / RUN_FILE, {"wall_seconds": seconds})
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    scores = metrics[metrics["split"]]
+    return f"{metrics['split']} accuracy {scores['accuracy']:.4f}, macro F1 {scores['f1_macro']:.4f} ({seconds:.0f} s)"
+
+
+def job_payload(compare_args, model_args, data_args, train_args, plan: Plan, job: tuple) -> dict:
+    """A job as plain data, for a worker process (which rebuilds the arguments with `run_payload`)."""
+    return {
+        "arguments": [dataclasses.asdict(args) for args in (compare_args, model_args, data_args, train_args)],
+        "plan": dataclasses.asdict(plan) | {"output_dir": str(plan.output_dir)},
+        "job": list(job),
+    }
+
+
+def run_payload(payload: dict) -> str:
+    """`run_job` in a worker process of --parallel_runs, from `job_payload`'s plain data."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    compare_args, model_args, data_args, train_args = (
+        cls(**values) for cls, values in zip(ARGUMENT_CLASSES, payload["arguments"], strict=True)
+    )
+    plan = Plan(**(payload["plan"] | {"output_dir": Path(payload["plan"]["output_dir"])}))
+    if "OMP_NUM_THREADS" not in os.environ:  # the machine's cores shared among the runs at once
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // compare_args.parallel_runs))
+    return run_job(compare_args, model_args, data_args, train_args, plan, *payload["job"])
+
+
 def run_models(compare_args, model_args, data_args, train_args, plan: Plan) -> None:
     """Every (model, seed) run, in seed-major order so that a stopped comparison has whole seeds; a run already
-    finished (--resume) is kept."""
+    finished (--resume) is kept. With --parallel_runs N, N runs train at once in worker processes (spawned: CUDA
+    cannot be forked), taken in the same order."""
     jobs = [(preset, seed, False) for seed in plan.seeds for preset in plan.presets]
     jobs += [(preset, seed, True) for seed in plan.seeds for preset in plan.pretrain_presets]
     jobs.sort(key=lambda job: plan.seeds.index(job[1]))
-    for index, (preset, seed, with_mlm) in enumerate(jobs, start=1):
-        label = plan.labels[preset] + (MLM_SUFFIX if with_mlm else "")
-        run_dir = plan.output_dir / "runs" / label / f"seed-{seed}"
-        prefix = f"[{index}/{len(jobs)}] {label} seed {seed}"
-        if finished(run_dir, "metrics.json"):
-            logger.info(f"{prefix}: finished before, kept")
-            continue
-        init_from = None
-        if with_mlm:
-            init_from = plan.output_dir / "pretrain" / plan.labels[preset] / f"seed-{seed}"
-            if not finished(init_from, "mlm_metrics.json"):
-                logger.info(f"{prefix}: MLM pre-training for {compare_args.pretrain_steps} steps ...")
-                seconds = timed(pretrain, compare_args, model_args, data_args, train_args, preset, seed, init_from)
-                write_json(init_from / RUN_FILE, {"wall_seconds": seconds})
-        logger.info(f"{prefix}: training ...")
-        run_args = per_run_arguments(model_args, data_args, train_args, preset, seed, init_from, run_dir)
-        seconds = timed(train_script.run_with, *run_args)
-        write_json(run_dir / RUN_FILE, {"wall_seconds": seconds})
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        scores = metrics[metrics["split"]]
-        logger.info(
-            f"{prefix}: {metrics['split']} accuracy {scores['accuracy']:.4f}, macro F1 {scores['f1_macro']:.4f} "
-            f"({seconds:.0f} s)"
-        )
+    prefixes = {
+        job: f"[{index}/{len(jobs)}] {plan.labels[job[0]] + (MLM_SUFFIX if job[2] else '')} seed {job[1]}"
+        for index, job in enumerate(jobs, start=1)
+    }
+    todo = []
+    for job in jobs:
+        label = plan.labels[job[0]] + (MLM_SUFFIX if job[2] else "")
+        if finished(plan.output_dir / "runs" / label / f"seed-{job[1]}", "metrics.json"):
+            logger.info(f"{prefixes[job]}: finished before, kept")
+        else:
+            todo.append(job)
+    if compare_args.parallel_runs == 1 or len(todo) < 2:
+        for job in todo:
+            logger.info(f"{prefixes[job]}: training ...")
+            logger.info(f"{prefixes[job]}: {run_job(compare_args, model_args, data_args, train_args, plan, *job)}")
+        return
+    workers = min(compare_args.parallel_runs, len(todo))
+    logger.info(f"{len(todo)} runs, {workers} at a time in worker processes")
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as executor:
+        futures = {
+            executor.submit(
+                compare_worker, __file__, job_payload(compare_args, model_args, data_args, train_args, plan, job)
+            ): job
+            for job in todo
+        }
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                logger.info(f"{prefixes[futures[future]]}: {future.result()}")
+        except BaseException:
+            executor.shutdown(wait=True, cancel_futures=True)  # the runs in flight finish; none starts
+            raise
 
 
 def run_svm(compare_args, train_args, data, plan: Plan) -> None:

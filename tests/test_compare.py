@@ -118,6 +118,43 @@ def test_resume_keeps_finished_runs_and_refuses_changed_settings(comparison, tmp
     assert {name: (copy / name).read_bytes() for name in files_under(copy)} == before
 
 
+def test_resume_adds_mlm_rows_to_a_comparison_without_them(comparison, tmp_path, capsys):
+    """A comparison run without --pretrain_steps gets its '+MLM' rows from a --resume that asks for them; the
+    finished runs are kept. Once it has '+MLM' rows, their settings are fixed like any other."""
+    output_dir, results = comparison
+    copy = tmp_path / "copy"
+    shutil.copytree(output_dir, copy, ignore=shutil.ignore_patterns("tiny+MLM", "pretrain"))
+    saved = read(copy / "compare_args.json")
+    saved["compare"]["pretrain_steps"] = 0  # what `--pretrain_steps 0` would have saved
+    (copy / "compare_args.json").write_text(json.dumps(saved))
+    kept = {name: (copy / name).read_bytes() for name in files_under(copy) if name.endswith("metrics.json")}
+    resumed = run_script("compare", [SMOKE, "--output_dir", copy, "--resume"])
+    assert {name: (copy / name).read_bytes() for name in kept} == kept
+    assert [row["label"] for row in resumed["rows"]] == LABELS
+    assert read(copy / "compare_args.json")["compare"]["pretrain_steps"] == 6
+    for folder in run_folders(copy, "tiny+MLM"):
+        assert read(folder / "run_info.json")["init_from"].startswith(str(copy / "pretrain" / "tiny"))
+    assert_refused(capsys, [SMOKE, "--output_dir", copy, "--resume", "--pretrain_steps", 8], "settings differ")
+
+
+def test_parallel_runs_give_the_same_scores_as_one_after_another(comparison, tmp_path):
+    """--parallel_runs 2 trains the runs (MLM pre-training included) in two worker processes: with the same
+    tokenizer, every run's scores and validation curve equal the in-process comparison's."""
+    output_dir, results = comparison
+    parallel = tmp_path / "parallel"
+    argv = [SMOKE, "--output_dir", parallel, "--parallel_runs", 2, "--tokenizer_name", output_dir / "tokenizer"]
+    parallel_results = run_script("compare", argv)
+
+    def scores(rows):
+        return [{name: row["summary"][name] for name in HEADLINE} for row in rows]
+
+    assert scores(parallel_results["rows"]) == scores(results["rows"])
+    for label in LABELS[:-1]:
+        for one, other in zip(run_folders(output_dir, label), run_folders(parallel, label), strict=True):
+            losses = [[entry["loss"] for entry in read(folder / "eval_history.json")] for folder in (one, other)]
+            assert losses[0] == losses[1], (label, one.name)
+
+
 def assert_refused(capsys, argv, message):
     with pytest.raises(SystemExit) as stopped:
         run_script("compare", argv)
@@ -136,8 +173,17 @@ def assert_refused(capsys, argv, message):
         (["--model_config", "hybrid-small"], "model_config is set per run by compare.py; use --presets"),
         (["--seed", "42"], "seed is set per run by compare.py; use --seeds"),
         (["--pretrain_presets", "hybrid-small"], "pretrain_presets ['hybrid-small'] are not among the presets"),
+        (["--parallel_runs", "0"], "parallel_runs=0 must be at least 1"),
     ],
-    ids=["unknown-preset", "parameter-mismatch", "missing-data", "per-run-setting", "seed", "pretrain-preset"],
+    ids=[
+        "unknown-preset",
+        "parameter-mismatch",
+        "missing-data",
+        "per-run-setting",
+        "seed",
+        "pretrain-preset",
+        "parallel-runs",
+    ],
 )
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, capsys, argv, message):
     output_dir = tmp_path / "out"

@@ -7,6 +7,8 @@ plots read per-run results (the `metrics.json` and `eval_history.json` files the
 says is what the runs' own files say.
 """
 
+import importlib.util
+import multiprocessing
 import re
 import time
 from dataclasses import dataclass, field
@@ -28,6 +30,19 @@ HEADLINE_TITLES = {
 CJK_PATTERN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 CJK_SHARE = 0.3  # text with at least this share of CJK characters (spaces aside) gets character n-grams
 SVM_ANALYZERS = ("auto", "word", "char")
+
+
+def compare_worker(script: str, payload: dict) -> str:
+    """Entry of a worker process of `scripts/compare.py --parallel_runs`: loads the script from its path and runs
+    one job given as plain data, however the parent itself imported the script (a worker can import this package,
+    but not a script that is not on its path)."""
+    # The worker is the only process of its run; transformers' collators take any process not named so for a
+    # DataLoader worker and refuse to seed their masking generator there.
+    multiprocessing.current_process().name = "MainProcess"
+    spec = importlib.util.spec_from_file_location("compare_worker_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.run_payload(payload)
 
 
 def cjk_share(texts: list[str]) -> float:
