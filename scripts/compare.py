@@ -116,7 +116,7 @@ PER_RUN_SETTINGS = {
     "seed": "--seeds, and --split_seed for the data split",
     "stop_after_step": "--resume after an interruption",
 }
-# Settings a --resume may set on a comparison that has no '+MLM' rows yet, to add them.
+# Settings a --resume may change while no pre-training or '+MLM' run has finished: to add '+MLM' rows.
 MLM_SETTINGS = {
     f"compare.{name}" for name in ("pretrain_steps", "pretrain_presets", "pretrain_learning_rate", "mlm_probability")
 }
@@ -288,9 +288,10 @@ def check_output_dir(plan: Plan, train_args, settings: dict) -> None:
             for name, value in values.items()
             if name not in RESUME_FREE and saved.get(group, {}).get(name) != json.loads(json.dumps(value))
         )
-        if changed and saved["compare"]["pretrain_steps"] == 0 and set(changed) <= MLM_SETTINGS:
-            # A comparison without '+MLM' rows gets them: its finished runs stay valid; the settings now say so.
-            logger.info(f"--resume: adding '{MLM_SUFFIX}' rows to the comparison in {str(output_dir)!r}")
+        if changed and set(changed) <= MLM_SETTINGS and not mlm_work_finished(output_dir):
+            # '+MLM' rows are added (or their settings changed before any of their work finished): the finished
+            # runs stay valid; the saved settings now say what the new rows use.
+            logger.info(f"--resume: '{MLM_SUFFIX}' rows with the new settings in {str(output_dir)!r}")
             write_json(saved_path, settings)
             return
         if changed:
@@ -302,6 +303,14 @@ def check_output_dir(plan: Plan, train_args, settings: dict) -> None:
             f"output_dir {str(output_dir)!r} already holds files ({', '.join(held)}); pass --overwrite_output_dir "
             "to replace the comparison, --resume to finish it, or choose another folder"
         )
+
+
+def mlm_work_finished(output_dir: Path) -> bool:
+    """Whether a pre-training or a '+MLM' run of this comparison has finished (its settings are then fixed)."""
+    pretrained = any(
+        path.parent.joinpath("mlm_metrics.json").is_file() for path in output_dir.glob(f"pretrain/*/*/{RUN_FILE}")
+    )
+    return pretrained or any(output_dir.glob(f"runs/*{MLM_SUFFIX}/*/{RUN_FILE}"))
 
 
 def shared_tokenizer(model_args, data, plan: Plan, resume: bool):

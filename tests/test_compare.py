@@ -120,7 +120,8 @@ def test_resume_keeps_finished_runs_and_refuses_changed_settings(comparison, tmp
 
 def test_resume_adds_mlm_rows_to_a_comparison_without_them(comparison, tmp_path, capsys):
     """A comparison run without --pretrain_steps gets its '+MLM' rows from a --resume that asks for them; the
-    finished runs are kept. Once it has '+MLM' rows, their settings are fixed like any other."""
+    finished runs are kept. Once a pre-training or '+MLM' run has finished, their settings are fixed like any
+    other."""
     output_dir, results = comparison
     copy = tmp_path / "copy"
     shutil.copytree(output_dir, copy, ignore=shutil.ignore_patterns("tiny+MLM", "pretrain"))
@@ -128,7 +129,10 @@ def test_resume_adds_mlm_rows_to_a_comparison_without_them(comparison, tmp_path,
     saved["compare"]["pretrain_steps"] = 0  # what `--pretrain_steps 0` would have saved
     (copy / "compare_args.json").write_text(json.dumps(saved))
     kept = {name: (copy / name).read_bytes() for name in files_under(copy) if name.endswith("metrics.json")}
+    compare_script = load_script("compare")
+    assert not compare_script.mlm_work_finished(copy)
     resumed = run_script("compare", [SMOKE, "--output_dir", copy, "--resume"])
+    assert compare_script.mlm_work_finished(copy)
     assert {name: (copy / name).read_bytes() for name in kept} == kept
     assert [row["label"] for row in resumed["rows"]] == LABELS
     assert read(copy / "compare_args.json")["compare"]["pretrain_steps"] == 6
