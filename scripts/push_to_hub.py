@@ -91,6 +91,13 @@ class PushArguments:
     template: str = field(default=str(TEMPLATE), metadata={"help": "the card's Jinja template"})
     staging_dir: str | None = field(default=None, metadata={"help": "keep the staged files here; unset: a temp dir"})
     token: str | None = field(default=None, metadata={"help": "Hub token; unset: HF_TOKEN or `hf auth login`'s"})
+    comparison: str | None = field(
+        default=None,
+        metadata={
+            "help": "a scripts/compare.py output folder on the same data: the card shows its table (every model "
+            "against the baselines, mean ± std over seeds)"
+        },
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> PushArguments:
@@ -145,6 +152,52 @@ def read_run(folder: Path) -> dict:
         "train_args": read_json(folder / "train_args.json", "the run's arguments, as scripts/train.py writes them"),
         "run_info": read_json(run_info_path, "the run's record") if run_info_path.exists() else {},
     }
+
+
+def read_comparison(folder_name: str | None) -> dict | None:
+    """The card's 'Against its baselines' section from a compare.py folder: each row's mean ± std over seeds, read
+    from results.json, and the budget from compare_args.json."""
+    if folder_name is None:
+        return None
+    folder = Path(folder_name)
+    if not folder.is_dir():
+        raise PublishError(
+            f"comparison {str(folder)!r} is not a folder: expected an output folder of scripts/compare.py"
+        )
+    results = read_json(folder / "results.json", "the table of scripts/compare.py (results.json)")
+    settings = read_json(folder / "compare_args.json", "the settings of scripts/compare.py (compare_args.json)")
+    try:
+        rows = [
+            {
+                "label": row["label"],
+                "runs": len(row["runs"]),
+                **{name: mean_and_std(row["summary"][name]) for name in ("accuracy", "f1_macro")},
+                "parameters": f"{row['num_parameters']:,}",
+            }
+            for row in results["rows"]
+        ]
+        training, compare = settings["training"], settings["compare"]
+        budget = (
+            f"{training['max_steps']} steps" if training["max_steps"] > 0 else f"{training['num_train_epochs']} epochs"
+        )
+        text = (
+            f"Scores in % on the {results['split']} split, mean ± sample std over seeds {compare['seeds']}; every "
+            f"model trained with the same tokenizer, split and budget ({budget} at batch "
+            f"{training['per_device_train_batch_size']}, learning rate {training['learning_rate']:g})"
+        )
+    except (KeyError, TypeError) as error:
+        raise PublishError(
+            f"{folder} holds no comparison table ({error!r} missing): expected results.json and compare_args.json "
+            "as scripts/compare.py writes them"
+        ) from None
+    if compare.get("pretrain_steps"):
+        text += f"; '+MLM' rows were pre-trained as masked LMs for {compare['pretrain_steps']} steps first"
+    return {"rows": rows, "text": text + ". The table is the comparison's own `results.md`, in short."}
+
+
+def mean_and_std(summary: dict) -> str:
+    """'mean ± std' in %, as compare.py's table writes it."""
+    return f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}"
 
 
 # -- staging --------------------------------------------------------------------------------------------------------
@@ -312,6 +365,7 @@ def render_card(run: dict, args: PushArguments, num_parameters: int, revision: s
         selection_step=selection.get("step", "none"),
         max_length=run["train_args"].get("model", {}).get("max_length", "the tokenizer's model_max_length"),
         seed=run["train_args"].get("training", {}).get("seed", "unknown"),
+        comparison=run.get("comparison"),
     )
 
 
@@ -388,6 +442,7 @@ def upload(args: PushArguments, staging: Path, card_for_revision) -> str:
 def publish(args: PushArguments, staging: Path) -> dict:
     folder = check_folder(args.model_dir)
     run = read_run(folder)
+    run["comparison"] = read_comparison(args.comparison)
     if not Path(args.template).is_file():
         raise PublishError(f"card template {args.template} not found: expected a Jinja Markdown file (model_card.md)")
     if "/" not in args.repo_id:

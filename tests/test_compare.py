@@ -118,6 +118,26 @@ def test_resume_keeps_finished_runs_and_refuses_changed_settings(comparison, tmp
     assert {name: (copy / name).read_bytes() for name in files_under(copy)} == before
 
 
+def test_published_card_shows_the_comparison_table(comparison, tmp_path):
+    """push_to_hub.py --comparison: a run's card carries the comparison's rows, mean ± std as results.json says."""
+    output_dir, results = comparison
+    staging = tmp_path / "stage"
+    argv = ["--model_dir", output_dir / "runs" / "tiny" / "seed-1", "--repo_id", "someone/r8-tiny", "--dry_run"]
+    run_script("push_to_hub", [*argv, "--staging_dir", staging, "--comparison", output_dir])
+    text = (staging / "README.md").read_text()
+    assert "## Against its baselines" in text and "{{" not in text
+    for row in results["rows"]:
+        accuracy, f1 = (row["summary"][name] for name in ("accuracy", "f1_macro"))
+        cells = [
+            row["label"],
+            str(len(row["runs"])),
+            f"{100 * accuracy['mean']:.2f} ± {100 * accuracy['std']:.2f}",
+            f"{100 * f1['mean']:.2f} ± {100 * f1['std']:.2f}",
+            f"{row['num_parameters']:,}",
+        ]
+        assert "| " + " | ".join(cells) + " |" in text, row["label"]
+
+
 def test_resume_adds_mlm_rows_to_a_comparison_without_them(comparison, tmp_path, capsys):
     """A comparison run without --pretrain_steps gets its '+MLM' rows from a --resume that asks for them; the
     finished runs are kept. Once a pre-training or '+MLM' run has finished, their settings are fixed like any

@@ -154,3 +154,11 @@ def test_a_folder_missing_a_file_is_named(run_dir, tmp_path, capsys, remove, mes
 def test_a_missing_folder_is_named(tmp_path, capsys):
     error = error_of(capsys, ["--model_dir", tmp_path / "nowhere", "--repo_id", REPO_ID, "--dry_run"])
     assert error.startswith(f"error: model_dir '{tmp_path / 'nowhere'}' is not a folder"), error
+
+
+def test_a_comparison_folder_without_its_table_is_named(run_dir, tmp_path, capsys):
+    (tmp_path / "compare").mkdir()
+    argv = ["--model_dir", run_dir, "--repo_id", REPO_ID, "--dry_run", "--comparison", tmp_path / "compare"]
+    error = error_of(capsys, argv)
+    assert error.startswith(f"error: {tmp_path / 'compare' / 'results.json'} not found: expected the table"), error
+    assert "not a folder" in error_of(capsys, [*argv[:-1], tmp_path / "nowhere"])
