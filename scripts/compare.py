@@ -10,6 +10,7 @@ Run from the repository root (data paths in configs/compare/*.yaml are relative 
     python scripts/compare.py configs/compare/sst2.yaml --max_train_seconds 900     # a wall-clock budget per run
     python scripts/compare.py configs/compare/trec.yaml --resume                    # keep finished runs, do the rest
     python scripts/compare.py configs/compare/trec.yaml --resume --pretrain_steps 3000  # add "+MLM" rows later
+    python scripts/compare.py configs/compare/trec.yaml --resume --seeds 42,43,44,45,46  # more seeds, same split
     python scripts/compare.py configs/compare/sst2.yaml --parallel_runs 6           # on a GPU: 6 runs share the card
     python scripts/compare.py configs/compare/smoke.yaml --output_dir /tmp/compare  # seconds: the test's settings
 
@@ -271,7 +272,8 @@ def resolved_settings(compare_args, model_args, data_args, train_args) -> dict:
 
 def check_output_dir(plan: Plan, train_args, settings: dict) -> None:
     """A fresh or empty folder; with --overwrite_output_dir any folder; with --resume one holding this very
-    comparison (the same settings, but for RESUME_FREE)."""
+    comparison (the same settings, but for RESUME_FREE; seeds may change on the same split, and the '+MLM'
+    settings until their first work has finished)."""
     output_dir = plan.output_dir
     if output_dir.is_file():
         raise DataError(f"output_dir {str(output_dir)!r} is a file")
@@ -282,20 +284,29 @@ def check_output_dir(plan: Plan, train_args, settings: dict) -> None:
         if not saved_path.is_file():
             raise DataError(f"--resume: {str(output_dir)!r} holds no comparison (no compare_args.json)")
         saved = json.loads(saved_path.read_text())
-        changed = sorted(
+        changed = {
             f"{group}.{name}"
             for group, values in settings.items()
             for name, value in values.items()
             if name not in RESUME_FREE and saved.get(group, {}).get(name) != json.loads(json.dumps(value))
-        )
-        if changed and set(changed) <= MLM_SETTINGS and not mlm_work_finished(output_dir):
-            # '+MLM' rows are added (or their settings changed before any of their work finished): the finished
-            # runs stay valid; the saved settings now say what the new rows use.
-            logger.info(f"--resume: '{MLM_SUFFIX}' rows with the new settings in {str(output_dir)!r}")
-            write_json(saved_path, settings)
-            return
+        }
+        updated = []
+        saved_split_seed = saved["data"].get("split_seed") or int(str(saved["compare"]["seeds"]).split(",")[0])
+        if "compare.seeds" in changed and saved_split_seed == plan.split_seed:
+            # Seeds added (or a subset reported) on the same split: the finished runs stay valid.
+            changed.discard("compare.seeds")
+            updated.append(f"seeds {plan.seeds}")
+        if changed and changed <= MLM_SETTINGS and not mlm_work_finished(output_dir):
+            # '+MLM' rows are added (or their settings changed before any of their work finished).
+            changed = set()
+            updated.append(f"'{MLM_SUFFIX}' rows with the new settings")
         if changed:
-            raise DataError(f"--resume: the settings differ from the comparison in {str(output_dir)!r}: {changed}")
+            raise DataError(
+                f"--resume: the settings differ from the comparison in {str(output_dir)!r}: {sorted(changed)}"
+            )
+        if updated:  # the saved settings now say what the comparison holds
+            logger.info(f"--resume: {' and '.join(updated)} in {str(output_dir)!r}")
+            write_json(saved_path, settings)
         return
     if output_dir.is_dir() and any(output_dir.iterdir()) and not train_args.overwrite_output_dir:
         held = sorted(path.name for path in output_dir.iterdir())[:6]

@@ -138,6 +138,22 @@ def test_published_card_shows_the_comparison_table(comparison, tmp_path):
         assert "| " + " | ".join(cells) + " |" in text, row["label"]
 
 
+def test_resume_may_change_the_seeds_on_the_same_split(comparison, tmp_path, capsys):
+    """--resume --seeds: a subset reports only those seeds' runs (nothing retrained); seeds whose first one would
+    cut another validation split are refused."""
+    output_dir, results = comparison
+    copy = tmp_path / "copy"
+    shutil.copytree(output_dir, copy)
+    before = {name: (copy / name).read_bytes() for name in files_under(copy) if name.endswith("metrics.json")}
+    subset = run_script("compare", [SMOKE, "--output_dir", copy, "--resume", "--seeds", 1])
+    assert {name: (copy / name).read_bytes() for name in before} == before
+    for row, full in zip(subset["rows"][:-1], results["rows"][:-1], strict=True):
+        assert [run["seed"] for run in row["runs"]] == [1]
+        assert row["runs"][0]["scores"] == full["runs"][0]["scores"]
+    assert read(copy / "compare_args.json")["compare"]["seeds"] == "1"
+    assert_refused(capsys, [SMOKE, "--output_dir", copy, "--resume", "--seeds", 2], "settings differ")
+
+
 def test_resume_adds_mlm_rows_to_a_comparison_without_them(comparison, tmp_path, capsys):
     """A comparison run without --pretrain_steps gets its '+MLM' rows from a --resume that asks for them; the
     finished runs are kept. Once a pre-training or '+MLM' run has finished, their settings are fixed like any
