@@ -138,6 +138,43 @@ def test_published_card_shows_the_comparison_table(comparison, tmp_path):
         assert "| " + " | ".join(cells) + " |" in text, row["label"]
 
 
+def test_summary_of_comparisons_equals_their_results(comparison, tmp_path, capsys):
+    """scripts/compare_summary.py: one line per comparison folder, each cell the folder's results.json; the
+    verdict column compares the first preset's mean accuracy with the other neural models' ('+MLM' rows aside)."""
+    output_dir, results = comparison
+    other = tmp_path / "other"
+    shutil.copytree(output_dir, other, ignore=shutil.ignore_patterns("runs", "pretrain", "tokenizer"))
+    png = tmp_path / "summary" / "all.png"
+    summary = run_script("compare_summary", [output_dir, other, "--output", png])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert read(png.with_suffix(".json")) == json.loads(json.dumps(summary))
+    table = table_rows(png.with_suffix(".md").read_text())
+    assert table.pop("data set (split)")[:-1] == LABELS  # the header
+    assert list(table) == ["out (test)", "other (test)"]
+    assert summary["models"] == LABELS
+    accuracy = {row["label"]: row["summary"]["accuracy"]["mean"] for row in results["rows"]}
+    beats = all(accuracy["tiny"] > accuracy[label] for label in ("tiny-lstm", "tiny-transformer"))
+    for cells in table.values():
+        for label, text in zip(LABELS, cells, strict=False):
+            row = next(row for row in results["rows"] if row["label"] == label)
+            scores = [row["summary"][name] for name in ("accuracy", "f1_macro")]
+            parts = [
+                f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}" if len(row["runs"]) > 1 else f"{100 * s['mean']:.2f}"
+                for s in scores
+            ]
+            assert text == " / ".join(parts), label
+        assert cells[-1] == ("yes" if beats else "no")
+    for argv, message in (
+        ([tmp_path / "nowhere", "--output", png], "is not a folder"),
+        ([tmp_path / "summary", "--output", png], "results.json is missing"),
+        ([output_dir, "--output", tmp_path / "x.jpg"], "must end in .png"),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            run_script("compare_summary", argv)
+        assert stopped.value.code == 2
+        assert message in capsys.readouterr().err
+
+
 def test_resume_may_change_the_seeds_on_the_same_split(comparison, tmp_path, capsys):
     """--resume --seeds: a subset reports only those seeds' runs (nothing retrained); seeds whose first one would
     cut another validation split are refused."""

@@ -1,0 +1,155 @@
+"""Several comparisons side by side: one table and one plot of every model's score on every data set.
+
+    python scripts/compare_summary.py runs/compare/r8 runs/compare/trec runs/compare/sst2 runs/compare/thucnews \
+        --output docs/comparison.png
+
+Each argument is a scripts/compare.py output folder; its results.json holds each model's mean and std over seeds.
+The table (printed, and written as .md beside the plot, with .json) has one line per data set (the folder's name)
+and one column per model: accuracy, then macro F1, in % as mean ± std; a last column says whether the first preset
+(the hybrid; '+MLM' rows aside) beat every other neural model on mean accuracy. The plot shows the accuracies as
+grouped bars with the std as error bars. Bad input (a missing folder or results.json) prints one `error:` line
+and exits with status 2.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from recurrent_transformer.cli import unshadow_libraries
+
+unshadow_libraries(__file__)
+
+RESULTS_FILE = "results.json"  # scripts/compare.py writes it
+SVM_LABEL = "TF-IDF + LinearSVC"
+MLM_SUFFIX = "+MLM"
+
+
+class SummaryError(ValueError):
+    """Bad input, reported as one line."""
+
+
+def read_results(folder: Path) -> dict:
+    path = folder / RESULTS_FILE
+    if not folder.is_dir():
+        raise SummaryError(f"{folder} is not a folder: expected an output folder of scripts/compare.py")
+    if not path.is_file():
+        raise SummaryError(f"{path} is missing: the comparison has not finished (or the folder is not one)")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise SummaryError(f"{path} is not valid JSON ({error})") from error
+    rows = results.get("rows") if isinstance(results, dict) else None
+    if (
+        not rows
+        or "split" not in results
+        or any(key not in row.get("summary", {}) for row in rows for key in ("accuracy", "f1_macro"))
+    ):
+        raise SummaryError(f"{path} is not a results.json of scripts/compare.py (rows with accuracy and f1_macro)")
+    return results
+
+
+def summarize(comparisons: dict[str, dict]) -> tuple[list[str], list[dict]]:
+    """The models (in first-seen order) and one line per data set: scores by model, and whether the reference
+    preset (first row) beat the other neural models on mean accuracy."""
+    models: list[str] = []
+    lines = []
+    for name, results in comparisons.items():
+        scores = {}
+        for row in results["rows"]:
+            if row["label"] not in models:
+                models.append(row["label"])
+            scores[row["label"]] = {key: row["summary"][key] for key in ("accuracy", "f1_macro")} | {
+                "runs": len(row["runs"])
+            }
+        reference = results["rows"][0]["label"]
+        rivals = [label for label in scores if label not in (reference, SVM_LABEL) and not label.endswith(MLM_SUFFIX)]
+        beats = all(scores[reference]["accuracy"]["mean"] > scores[label]["accuracy"]["mean"] for label in rivals)
+        lines.append(
+            {"data": name, "split": results["split"], "reference": reference, "scores": scores, "beats": beats}
+        )
+    return models, lines
+
+
+def cell(score: dict, runs: int) -> str:
+    if runs > 1:
+        return f"{100 * score['mean']:.2f} ± {100 * score['std']:.2f}"
+    return f"{100 * score['mean']:.2f}"
+
+
+def markdown(models: list[str], lines: list[dict]) -> str:
+    header = ["data set (split)", *models, "first preset beats the other neural models"]
+    table = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(models) + "---|"]
+    for line in lines:
+        cells = [f"{line['data']} ({line['split']})"]
+        for model in models:
+            score = line["scores"].get(model)
+            cells.append(
+                "-"
+                if score is None
+                else f"{cell(score['accuracy'], score['runs'])} / {cell(score['f1_macro'], score['runs'])}"
+            )
+        cells.append("yes" if line["beats"] else "no")
+        table.append("| " + " | ".join(cells) + " |")
+    return "\n".join(table) + "\n\nEach cell: accuracy / macro F1 in %, mean ± std over seeds.\n"
+
+
+def plot(models: list[str], lines: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, axes = plt.subplots(figsize=(max(8, 2.2 * len(lines) + 3), 5))
+    width = 0.8 / len(models)
+    positions = np.arange(len(lines))
+    lowest = 1.0
+    for index, model in enumerate(models):
+        means = [line["scores"].get(model, {}).get("accuracy", {}).get("mean", np.nan) for line in lines]
+        stds = [line["scores"].get(model, {}).get("accuracy", {}).get("std", 0.0) for line in lines]
+        lowest = min([lowest, *[mean for mean in means if mean == mean]])
+        axes.bar(positions + index * width, 100 * np.array(means), width, yerr=100 * np.array(stds), capsize=3,
+                 label=model)  # fmt: skip
+    axes.set_xticks(positions + width * (len(models) - 1) / 2, [f"{line['data']} ({line['split']})" for line in lines])
+    axes.set_ylim(max(0.0, 100 * lowest - 10), 100)
+    axes.set_ylabel("accuracy in % (mean ± std over seeds)")
+    axes.set_title("each model on each data set")
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(len(models), 5))
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+
+
+def run(folders: list[str], output: str) -> dict:
+    comparisons = {Path(folder).name: read_results(Path(folder)) for folder in folders}
+    if len(comparisons) != len(folders):
+        raise SummaryError(f"the folders {folders} share a name: the table could not tell them apart")
+    models, lines = summarize(comparisons)
+    path = Path(output)
+    if path.suffix.lower() != ".png":
+        raise SummaryError(f"--output {output!r} must end in .png (the table goes beside it as .md and .json)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = markdown(models, lines)
+    plot(models, lines, path)
+    path.with_suffix(".md").write_text(text)
+    summary = {"models": models, "data_sets": lines}
+    path.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(text)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help="scripts/compare.py output folders, one per data set")
+    parser.add_argument("--output", required=True, help="the plot (.png); the table is written beside it")
+    args = parser.parse_args(argv)
+    try:
+        return run(args.folders, args.output)
+    except SummaryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
