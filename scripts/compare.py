@@ -291,7 +291,9 @@ def check_output_dir(plan: Plan, train_args, settings: dict) -> None:
             if name not in RESUME_FREE and saved.get(group, {}).get(name) != json.loads(json.dumps(value))
         }
         updated = []
-        saved_split_seed = saved["data"].get("split_seed") or int(str(saved["compare"]["seeds"]).split(",")[0])
+        saved_split_seed = saved["data"].get("split_seed")
+        if saved_split_seed is None:  # the default: the first seed
+            saved_split_seed = int(str(saved["compare"]["seeds"]).split(",")[0])
         if "compare.seeds" in changed and saved_split_seed == plan.split_seed:
             # Seeds added (or a subset reported) on the same split: the finished runs stay valid.
             changed.discard("compare.seeds")
