@@ -171,7 +171,7 @@ def read_comparison(folder_name: str | None) -> dict | None:
             {
                 "label": row["label"],
                 "runs": len(row["runs"]),
-                **{name: mean_and_std(row["summary"][name]) for name in ("accuracy", "f1_macro")},
+                **{name: mean_and_std(row["summary"][name], len(row["runs"])) for name in ("accuracy", "f1_macro")},
                 "parameters": f"{row['num_parameters']:,}",
             }
             for row in results["rows"]
@@ -181,7 +181,8 @@ def read_comparison(folder_name: str | None) -> dict | None:
             f"{training['max_steps']} steps" if training["max_steps"] > 0 else f"{training['num_train_epochs']} epochs"
         )
         text = (
-            f"Scores in % on the {results['split']} split, mean ± sample std over seeds {compare['seeds']}; every "
+            f"Scores in % on the {results['split']} split, mean ± sample std over seeds "
+            f"{', '.join(str(compare['seeds']).split(','))}; every "
             f"model trained with the same tokenizer, split and budget ({budget} at batch "
             f"{training['per_device_train_batch_size']}, learning rate {training['learning_rate']:g})"
         )
@@ -190,14 +191,16 @@ def read_comparison(folder_name: str | None) -> dict | None:
             f"{folder} holds no comparison table ({error!r} missing): expected results.json and compare_args.json "
             "as scripts/compare.py writes them"
         ) from None
-    if compare.get("pretrain_steps"):
+    if any(row["label"].endswith("+MLM") for row in rows):
         text += f"; '+MLM' rows were pre-trained as masked LMs for {compare['pretrain_steps']} steps first"
     return {"rows": rows, "text": text + ". The table is the comparison's own `results.md`, in short."}
 
 
-def mean_and_std(summary: dict) -> str:
-    """'mean ± std' in %, as compare.py's table writes it."""
-    return f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}"
+def mean_and_std(summary: dict, runs: int) -> str:
+    """'mean ± std' in % over several runs, the value alone for one, as compare.py's table writes it."""
+    if runs > 1:
+        return f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}"
+    return f"{100 * summary['mean']:.2f}"
 
 
 # -- staging --------------------------------------------------------------------------------------------------------
