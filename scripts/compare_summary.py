@@ -68,6 +68,11 @@ def summarize(comparisons: dict[str, dict]) -> tuple[list[str], list[dict]]:
         lines.append(
             {"data": name, "split": results["split"], "reference": reference, "scores": scores, "beats": beats}
         )
+    # As compare.py orders its rows: each '+MLM' row after its preset, the classical baseline last.
+    first_seen = {label: index for index, label in enumerate(models)}
+    models.sort(
+        key=lambda label: (label == SVM_LABEL, first_seen.get(label.removesuffix(MLM_SUFFIX), first_seen[label]), label)
+    )
     return models, lines
 
 
