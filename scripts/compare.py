@@ -63,7 +63,9 @@ from recurrent_transformer import RecurrentTransformerForSequenceClassification
 from recurrent_transformer.cli import ArgumentError, parse_yaml_and_flags, read_yaml, unshadow_libraries
 from recurrent_transformer.compare import (
     HEADLINE,
+    MLM_SUFFIX,
     SVM_ANALYZERS,
+    SVM_LABEL,
     Row,
     compare_worker,
     markdown_table,
@@ -108,8 +110,6 @@ OUTPUT_NAMES = (
     *PLOTS.values(),
 )
 RUN_FILE = "compare_run.json"  # written into a run's folder when it has finished: its wall time
-SVM_LABEL = "TF-IDF + LinearSVC"
-MLM_SUFFIX = "+MLM"
 # train.py settings compare.py sets per run, and where the user sets them instead.
 PER_RUN_SETTINGS = {
     "model_config": "--presets",
@@ -444,10 +444,15 @@ def pretrain(compare_args, model_args, data_args, train_args, preset: str, seed:
     pretrain_script.run_with(mlm_model_args, data_args, mlm_args, training_args)
 
 
+def row_label(plan: Plan, preset: str, with_mlm: bool) -> str:
+    """A preset's name in the table, with the '+MLM' suffix for its pre-trained row."""
+    return plan.labels[preset] + (MLM_SUFFIX if with_mlm else "")
+
+
 def run_job(compare_args, model_args, data_args, train_args, plan: Plan, preset: str, seed: int, with_mlm: bool) -> str:
     """One row's run for one seed (MLM pre-training first for a '+MLM' row, unless done before); returns the
     line that reports its score."""
-    label = plan.labels[preset] + (MLM_SUFFIX if with_mlm else "")
+    label = row_label(plan, preset, with_mlm)
     run_dir = plan.output_dir / "runs" / label / f"seed-{seed}"
     init_from = None
     if with_mlm:
@@ -493,13 +498,13 @@ def run_models(compare_args, model_args, data_args, train_args, plan: Plan) -> N
     jobs += [(preset, seed, True) for seed in plan.seeds for preset in plan.pretrain_presets]
     jobs.sort(key=lambda job: plan.seeds.index(job[1]))
     prefixes = {
-        job: f"[{index}/{len(jobs)}] {plan.labels[job[0]] + (MLM_SUFFIX if job[2] else '')} seed {job[1]}"
+        job: f"[{index}/{len(jobs)}] {row_label(plan, job[0], job[2])} seed {job[1]}"
         for index, job in enumerate(jobs, start=1)
     }
     todo = []
     for job in jobs:
-        label = plan.labels[job[0]] + (MLM_SUFFIX if job[2] else "")
-        if finished(plan.output_dir / "runs" / label / f"seed-{job[1]}", "metrics.json"):
+        preset, seed, with_mlm = job
+        if finished(plan.output_dir / "runs" / row_label(plan, preset, with_mlm) / f"seed-{seed}", "metrics.json"):
             logger.info(f"{prefixes[job]}: finished before, kept")
         else:
             todo.append(job)
@@ -581,7 +586,7 @@ def collect_rows(compare_args, plan: Plan, counts: dict[str, int], outside: list
     for preset in plan.presets:
         variants = [False] + ([True] if preset in plan.pretrain_presets else [])
         for with_mlm in variants:
-            label = plan.labels[preset] + (MLM_SUFFIX if with_mlm else "")
+            label = row_label(plan, preset, with_mlm)
             row = Row(label, counts[preset], parameter_warning=preset in outside)
             for seed in plan.seeds:
                 run_dir = plan.output_dir / "runs" / label / f"seed-{seed}"

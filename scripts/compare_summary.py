@@ -17,12 +17,11 @@ import sys
 from pathlib import Path
 
 from recurrent_transformer.cli import unshadow_libraries
+from recurrent_transformer.compare import MLM_SUFFIX, SVM_LABEL, format_score
 
 unshadow_libraries(__file__)
 
 RESULTS_FILE = "results.json"  # scripts/compare.py writes it
-SVM_LABEL = "TF-IDF + LinearSVC"
-MLM_SUFFIX = "+MLM"
 
 
 class SummaryError(ValueError):
@@ -77,9 +76,7 @@ def summarize(comparisons: dict[str, dict]) -> tuple[list[str], list[dict]]:
 
 
 def cell(score: dict, runs: int) -> str:
-    if runs > 1:
-        return f"{100 * score['mean']:.2f} ± {100 * score['std']:.2f}"
-    return f"{100 * score['mean']:.2f}"
+    return format_score(score["mean"], score["std"], runs)
 
 
 def markdown(models: list[str], lines: list[dict]) -> str:

@@ -31,6 +31,7 @@ from transformers.utils import logging as transformers_logging
 
 import recurrent_transformer
 from recurrent_transformer.cli import unshadow_libraries
+from recurrent_transformer.compare import MLM_SUFFIX, format_score
 from recurrent_transformer.configuration_recurrent_transformer import AUTO_MAP
 
 unshadow_libraries(__file__)  # scripts/evaluate.py must not stand in for the evaluate library
@@ -171,7 +172,10 @@ def read_comparison(folder_name: str | None) -> dict | None:
             {
                 "label": row["label"],
                 "runs": len(row["runs"]),
-                **{name: mean_and_std(row["summary"][name], len(row["runs"])) for name in ("accuracy", "f1_macro")},
+                **{
+                    name: format_score(row["summary"][name]["mean"], row["summary"][name]["std"], len(row["runs"]))
+                    for name in ("accuracy", "f1_macro")
+                },
                 "parameters": f"{row['num_parameters']:,}",
             }
             for row in results["rows"]
@@ -191,16 +195,9 @@ def read_comparison(folder_name: str | None) -> dict | None:
             f"{folder} holds no comparison table ({error!r} missing): expected results.json and compare_args.json "
             "as scripts/compare.py writes them"
         ) from None
-    if any(row["label"].endswith("+MLM") for row in rows):
+    if any(row["label"].endswith(MLM_SUFFIX) for row in rows):
         text += f"; '+MLM' rows were pre-trained as masked LMs for {compare['pretrain_steps']} steps first"
     return {"rows": rows, "text": text + ". The table is the comparison's own `results.md`, in short."}
-
-
-def mean_and_std(summary: dict, runs: int) -> str:
-    """'mean ± std' in % over several runs, the value alone for one, as compare.py's table writes it."""
-    if runs > 1:
-        return f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}"
-    return f"{100 * summary['mean']:.2f}"
 
 
 # -- staging --------------------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ HEADLINE_TITLES = {
 CJK_PATTERN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 CJK_SHARE = 0.3  # text with at least this share of CJK characters (spaces aside) gets character n-grams
 SVM_ANALYZERS = ("auto", "word", "char")
+SVM_LABEL = "TF-IDF + LinearSVC"  # the classical baseline's row
+MLM_SUFFIX = "+MLM"  # a preset's row after masked-LM pre-training
 
 
 def compare_worker(script: str, payload: dict) -> str:
