@@ -256,9 +256,13 @@ def check_settings(compare_args: CompareArguments, model_args, data_args, train_
     for preset in presets:  # train.py's own checks (preset, choices, budget) on one run's settings
         run_args = per_run_arguments(model_args, data_args, train_args, preset, seeds[0], None, output_dir / "check")
         train_script.check_arguments(*run_args)
-    split_seed = seeds[0] if data_args.split_seed is None else data_args.split_seed
     pretrain = pretrain_presets if compare_args.pretrain_steps > 0 else []
-    return Plan(presets, labels, seeds, split_seed, pretrain, c_values, output_dir)
+    return Plan(presets, labels, seeds, split_seed_for(seeds, data_args.split_seed), pretrain, c_values, output_dir)
+
+
+def split_seed_for(seeds: list[int], split_seed: int | None) -> int:
+    """The seed that cuts the validation split: --split_seed, or by default the first seed."""
+    return seeds[0] if split_seed is None else split_seed
 
 
 def resolved_settings(compare_args, model_args, data_args, train_args) -> dict:
@@ -291,9 +295,9 @@ def check_output_dir(plan: Plan, train_args, settings: dict) -> None:
             if name not in RESUME_FREE and saved.get(group, {}).get(name) != json.loads(json.dumps(value))
         }
         updated = []
-        saved_split_seed = saved["data"].get("split_seed")
-        if saved_split_seed is None:  # the default: the first seed
-            saved_split_seed = int(str(saved["compare"]["seeds"]).split(",")[0])
+        saved_split_seed = split_seed_for(
+            split_list(saved["compare"]["seeds"], "seeds", int), saved["data"].get("split_seed")
+        )
         if "compare.seeds" in changed and saved_split_seed == plan.split_seed:
             # Seeds added (or a subset reported) on the same split: the finished runs stay valid.
             changed.discard("compare.seeds")

@@ -75,10 +75,6 @@ def summarize(comparisons: dict[str, dict]) -> tuple[list[str], list[dict]]:
     return models, lines
 
 
-def cell(score: dict, runs: int) -> str:
-    return format_score(score["mean"], score["std"], runs)
-
-
 def markdown(models: list[str], lines: list[dict]) -> str:
     header = ["data set (split)", *models, "first preset beats the other neural models"]
     table = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(models) + "---|"]
@@ -89,7 +85,7 @@ def markdown(models: list[str], lines: list[dict]) -> str:
             cells.append(
                 "-"
                 if score is None
-                else f"{cell(score['accuracy'], score['runs'])} / {cell(score['f1_macro'], score['runs'])}"
+                else " / ".join(format_score(score[name], score["runs"]) for name in ("accuracy", "f1_macro"))
             )
         cells.append("yes" if line["beats"] else "no")
         table.append("| " + " | ".join(cells) + " |")

@@ -172,10 +172,7 @@ def read_comparison(folder_name: str | None) -> dict | None:
             {
                 "label": row["label"],
                 "runs": len(row["runs"]),
-                **{
-                    name: format_score(row["summary"][name]["mean"], row["summary"][name]["std"], len(row["runs"]))
-                    for name in ("accuracy", "f1_macro")
-                },
+                **{name: format_score(row["summary"][name], len(row["runs"])) for name in ("accuracy", "f1_macro")},
                 "parameters": f"{row['num_parameters']:,}",
             }
             for row in results["rows"]

@@ -54,6 +54,11 @@ def test_comparison_writes_the_table_and_the_plots(comparison):
     assert results["split"] == "test" and results["parameter_mismatch"] == []
 
 
+def expected_score(score: dict, runs: int) -> str:
+    """How a table cell must show a score: '%.2f ± %.2f' in percent over several runs, the mean alone for one."""
+    return f"{100 * score['mean']:.2f} ± {100 * score['std']:.2f}" if runs > 1 else f"{100 * score['mean']:.2f}"
+
+
 def test_table_numbers_equal_the_per_run_metrics_files(comparison):
     output_dir, results = comparison
     rows = table_rows((output_dir / "results.md").read_text())
@@ -68,8 +73,7 @@ def test_table_numbers_equal_the_per_run_metrics_files(comparison):
             values = np.array([entry["test"][name] for entry in metrics])
             mean, std = values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0
             assert summaries[label][name] == {"mean": mean, "std": std}
-            expected = f"{100 * mean:.2f} ± {100 * std:.2f}" if len(values) > 1 else f"{100 * mean:.2f}"
-            assert cells[1 + index] == expected, (label, name)
+            assert cells[1 + index] == expected_score({"mean": mean, "std": std}, len(values)), (label, name)
         if label == "TF-IDF + LinearSVC":
             continue
         run_infos = [read(folder / "run_info.json") for folder in folders]
@@ -128,14 +132,10 @@ def test_published_card_shows_the_comparison_table(comparison, tmp_path):
     assert "## Against its baselines" in text and "{{" not in text
     for row in results["rows"]:
         accuracy, f1 = (row["summary"][name] for name in ("accuracy", "f1_macro"))
-        several = len(row["runs"]) > 1
         cells = [
             row["label"],
             str(len(row["runs"])),
-            *[
-                f"{100 * score['mean']:.2f} ± {100 * score['std']:.2f}" if several else f"{100 * score['mean']:.2f}"
-                for score in (accuracy, f1)
-            ],
+            *[expected_score(score, len(row["runs"])) for score in (accuracy, f1)],
             f"{row['num_parameters']:,}",
         ]
         assert "| " + " | ".join(cells) + " |" in text, row["label"]
@@ -160,11 +160,7 @@ def test_summary_of_comparisons_equals_their_results(comparison, tmp_path, capsy
     for cells in table.values():
         for label, text in zip(LABELS, cells, strict=False):
             row = next(row for row in results["rows"] if row["label"] == label)
-            scores = [row["summary"][name] for name in ("accuracy", "f1_macro")]
-            parts = [
-                f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}" if len(row["runs"]) > 1 else f"{100 * s['mean']:.2f}"
-                for s in scores
-            ]
+            parts = [expected_score(row["summary"][name], len(row["runs"])) for name in ("accuracy", "f1_macro")]
             assert text == " / ".join(parts), label
         assert cells[-1] == ("yes" if beats else "no")
     for argv, message in (

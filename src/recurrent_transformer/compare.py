@@ -156,9 +156,11 @@ def summarize(row: Row) -> dict:
     return summary
 
 
-def format_score(mean: float, std: float, runs: int) -> str:
-    """A score in percent: 'mean ± std' over several runs, the value alone for one."""
-    return f"{100 * mean:.2f} ± {100 * std:.2f}" if runs > 1 else f"{100 * mean:.2f}"
+def format_score(score: dict, runs: int) -> str:
+    """A score ({'mean', 'std'} over `runs` runs) in percent: 'mean ± std' over several runs, the value alone
+    for one."""
+    mean, std = 100 * score["mean"], 100 * score["std"]
+    return f"{mean:.2f} ± {std:.2f}" if runs > 1 else f"{mean:.2f}"
 
 
 def format_number(value: float | None, digits: int = 0) -> str:
@@ -172,7 +174,7 @@ def markdown_table(rows: list[Row], split: str) -> str:
     lines = ["| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * (len(header) - 2)]
     for row in rows:
         summary = summarize(row)
-        scores = [format_score(summary[name]["mean"], summary[name]["std"], summary["runs"]) for name in HEADLINE]
+        scores = [format_score(summary[name], summary["runs"]) for name in HEADLINE]
         parameters = format_number(row.num_parameters) + (" (!)" if row.parameter_warning else "")
         cells = [
             row.label,
