@@ -1,9 +1,7 @@
-"""Shared fixtures: a tiny config factory, seeded inputs, and the shared data folder."""
+"""Shared fixtures: a tiny config factory and seeded inputs (the data the tests read is in tests/fixtures)."""
 
 import os
-from pathlib import Path
 
-import pytest
 import torch
 
 from recurrent_transformer import RecurrentTransformerConfig
@@ -13,8 +11,6 @@ from recurrent_transformer import RecurrentTransformerConfig
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # and the processes the tests start (accelerate launch, remote code)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 
 CELLS = ("lstm", "gru", "rnn", "mingru")
 LAYER_TYPES = ("hybrid", "full_attention", "linear_attention")
@@ -43,10 +39,3 @@ def randomize_biases(model: torch.nn.Module, seed: int = 0) -> None:
         for name, param in model.named_parameters():
             if "bias" in name:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-
-
-@pytest.fixture
-def data_dir() -> Path:
-    if not DATA_DIR.is_dir():
-        pytest.skip(f"shared data not found at {DATA_DIR}")
-    return DATA_DIR

@@ -17,8 +17,7 @@ from recurrent_transformer import (
 )
 from recurrent_transformer.data import train_tokenizer
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-R8_TRAIN = DATA_DIR / "r8" / "train.csv"
+R8_TRAIN = Path(__file__).resolve().parent / "fixtures" / "r8" / "train.csv"  # 480 R8 rows, tests/fixtures/README.md
 MAX_LENGTH = 48
 TAGS = ["WORD", "NUMBER"]  # token classification: does the piece hold a digit (learnable from R8's own text)
 

@@ -1,38 +1,28 @@
-"""scripts/benchmark.py on the tiny preset: the table's rows, columns and numbers (no timing assertions)."""
+"""`recurrent-transformer benchmark` on the tiny preset: the table's rows, columns and numbers (no timing assertions)."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
+from recurrent_transformer import benchmark
 from recurrent_transformer.presets import load_preset
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 TINY_RUN = ["--presets", "tiny", "--batch_size", "2", "--seq_len", "16", "--rounds", "1", "--steps", "1",
             "--warmup", "1", "--threads", "1"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def benchmark_script():
-    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize(
     ("extra_args", "reference"), [([], "Bert L2 H32 A4 FF64"), (["--causal"], "Llama L2 H32 A4 FF64")]
 )
-def test_tiny_run_gives_one_row_of_finite_positive_numbers(benchmark_script, tmp_path, extra_args, reference):
-    results = benchmark_script.main([*TINY_RUN, *extra_args, "--output", str(tmp_path / "bench")])
+def test_tiny_run_gives_one_row_of_finite_positive_numbers(tmp_path, extra_args, reference):
+    results = benchmark.main([*TINY_RUN, *extra_args, "--output", str(tmp_path / "bench")])
 
-    assert results["columns"] == benchmark_script.COLUMNS
+    assert results["columns"] == benchmark.COLUMNS
     [row] = results["rows"]
     assert row["preset"] == "tiny"
     assert row["reference"] == reference
-    for column in benchmark_script.COLUMNS[1:-1]:
+    for column in benchmark.COLUMNS[1:-1]:
         value = row[column]
         assert isinstance(value, int | float) and math.isfinite(value) and value > 0, f"{column}={value!r}"
     assert row["train_ratio"] == pytest.approx(row["train_tokens_per_s"] / row["ref_train_tokens_per_s"])
@@ -43,14 +33,14 @@ def test_tiny_run_gives_one_row_of_finite_positive_numbers(benchmark_script, tmp
 
     table = [line for line in results["markdown"].splitlines() if line.startswith("|")]
     assert len(table) == 3  # header, alignment, one preset
-    assert table[0].count("|") == table[2].count("|") == len(benchmark_script.COLUMNS) + 1
+    assert table[0].count("|") == table[2].count("|") == len(benchmark.COLUMNS) + 1
     assert table[2].startswith("| tiny |")
     assert (tmp_path / "bench.md").read_text() == results["markdown"] + "\n"
     assert json.loads((tmp_path / "bench.json").read_text())["rows"][0]["params"] == row["params"]
 
 
-def test_preset_without_feed_forward_is_compared_with_hybrid_small_shape(benchmark_script):
-    shape, note = benchmark_script.reference_shape(load_preset("lstm-baseline"))
+def test_preset_without_feed_forward_is_compared_with_hybrid_small_shape():
+    shape, note = benchmark.reference_shape(load_preset("lstm-baseline"))
     hybrid_small = load_preset("hybrid-small")
 
     for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
@@ -58,25 +48,25 @@ def test_preset_without_feed_forward_is_compared_with_hybrid_small_shape(benchma
     assert "no feed-forward" in note and "hybrid-small" in note
 
 
-def test_preset_with_feed_forward_is_compared_with_its_own_shape(benchmark_script):
+def test_preset_with_feed_forward_is_compared_with_its_own_shape():
     config = load_preset("transformer-baseline")
-    shape, note = benchmark_script.reference_shape(config)
+    shape, note = benchmark.reference_shape(config)
 
     assert (shape["num_hidden_layers"], shape["intermediate_size"]) == (config.num_hidden_layers, 1024)
     assert note == ""
 
 
-def test_compile_adds_speedup_columns(benchmark_script):
-    args = benchmark_script.parse_args(["--compile"])
+def test_compile_adds_speedup_columns():
+    args = benchmark.parse_args(["--compile"])
 
-    assert benchmark_script.columns(args)[-1] == "reference"
-    assert set(benchmark_script.COMPILE_COLUMNS) <= set(benchmark_script.columns(args))
+    assert benchmark.columns(args)[-1] == "reference"
+    assert set(benchmark.COMPILE_COLUMNS) <= set(benchmark.columns(args))
 
 
-def test_generation_mode_times_both_models_at_every_context(benchmark_script, tmp_path):
+def test_generation_mode_times_both_models_at_every_context(tmp_path):
     args = ["--generation", "--presets", "tiny", "--contexts", "8", "24", "--new_tokens", "3", "--rounds", "1",
             "--threads", "1", "--output", str(tmp_path / "gen")]  # fmt: skip
-    results = benchmark_script.main(args)
+    results = benchmark.main(args)
 
     [row] = results["rows"]
     assert "error" not in row, row.get("error")
@@ -93,17 +83,17 @@ def test_generation_mode_times_both_models_at_every_context(benchmark_script, tm
     assert (tmp_path / "gen.md").is_file()
 
 
-def test_generation_mode_defaults_to_the_recurrent_and_sliding_presets(benchmark_script):
-    args = benchmark_script.parse_args(["--generation"])
+def test_generation_mode_defaults_to_the_recurrent_and_sliding_presets():
+    args = benchmark.parse_args(["--generation"])
     assert args.presets == ["lstm-baseline", "hybrid-sliding"]
-    assert "tiny" not in benchmark_script.parse_args([]).presets
+    assert "tiny" not in benchmark.parse_args([]).presets
 
 
-def test_profile_reports_the_mingru_scan_share_and_none_for_an_lstm(benchmark_script, tmp_path):
+def test_profile_reports_the_mingru_scan_share_and_none_for_an_lstm(tmp_path):
     mingru = load_preset("tiny", recurrent_cell="mingru")
     mingru.save_pretrained(tmp_path / "tiny-mingru")
     presets = ["--presets", "tiny", str(tmp_path / "tiny-mingru" / "config.json")]
-    results = benchmark_script.main([*TINY_RUN, *presets, "--profile", "--output", str(tmp_path / "bench")])
+    results = benchmark.main([*TINY_RUN, *presets, "--profile", "--output", str(tmp_path / "bench")])
 
     lstm_row, mingru_row = results["rows"]
     assert "scan_percent" in results["columns"] and results["columns"][-1] == "reference"

@@ -1,5 +1,5 @@
-"""scripts/compare.py on an R8 slice with the parameter-matched tiny presets (configs/compare/smoke.yaml): the table
-and the plots are written, the table says what the runs' own metrics files say, and bad input is refused."""
+"""`recurrent-transformer compare` on an R8 slice with the parameter-matched tiny presets (configs/compare/smoke.yaml):
+the table and the plots are written, the table says what the runs' own metrics files say, and bad input is refused."""
 
 import dataclasses
 import json
@@ -8,12 +8,15 @@ import shutil
 
 import numpy as np
 import pytest
-from train_helpers import DATA_DIR, REPO_ROOT, files_under, in_repo_root, load_script, run_script
+from train_helpers import REPO_ROOT, THUCNEWS_TEST, THUCNEWS_TRAIN, files_under, in_repo_root, run_command
 
-from recurrent_transformer.compare import HEADLINE, svm_analyzer_for, tfidf_svm_baseline
-from recurrent_transformer.data import DataError, load_labelled_data
-
-pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"shared data not found at {DATA_DIR}")
+from recurrent_transformer.cli import UsageError, parse_arguments
+from recurrent_transformer.data import load_labelled_data
+from recurrent_transformer.experiments.baseline import svm_analyzer_for, tfidf_svm_baseline
+from recurrent_transformer.experiments.plan import ARGUMENT_CLASSES, check_parameters, check_settings
+from recurrent_transformer.experiments.report import HEADLINE
+from recurrent_transformer.experiments.resume import mlm_work_finished
+from recurrent_transformer.training.build import build_datasets, build_tokenizer
 
 SMOKE = str(REPO_ROOT / "configs" / "compare" / "smoke.yaml")
 LABELS = ["tiny", "tiny+MLM", "tiny-lstm", "tiny-transformer", "TF-IDF + LinearSVC"]
@@ -25,7 +28,7 @@ PLOTS = ("validation_accuracy_vs_steps.png", "validation_accuracy_vs_seconds.png
 def comparison(tmp_path_factory):
     """3 tiny presets x 2 seeds, tiny+MLM x 2 seeds (6 MLM steps each), 12 steps a run, and the SVM: about 30 s."""
     output_dir = tmp_path_factory.mktemp("compare") / "out"
-    return output_dir, run_script("compare", [SMOKE, "--output_dir", output_dir])
+    return output_dir, run_command("compare", [SMOKE, "--output_dir", output_dir])
 
 
 def table_rows(markdown: str) -> dict[str, list[str]]:
@@ -114,7 +117,7 @@ def test_resume_keeps_finished_runs_and_refuses_changed_settings(comparison, tmp
     copy = tmp_path / "copy"
     shutil.copytree(output_dir, copy)
     kept = {name: (copy / name).read_bytes() for name in files_under(copy) if name.endswith("metrics.json")}
-    resumed = run_script("compare", [SMOKE, "--output_dir", copy, "--resume"])
+    resumed = run_command("compare", [SMOKE, "--output_dir", copy, "--resume"])
     assert {name: (copy / name).read_bytes() for name in kept} == kept
     assert [row["summary"] for row in resumed["rows"]] == [row["summary"] for row in results["rows"]]
     before = {name: (copy / name).read_bytes() for name in files_under(copy)}
@@ -123,11 +126,11 @@ def test_resume_keeps_finished_runs_and_refuses_changed_settings(comparison, tmp
 
 
 def test_published_card_shows_the_comparison_table(comparison, tmp_path):
-    """push_to_hub.py --comparison: a run's card carries the comparison's rows, mean ± std as results.json says."""
+    """push-to-hub --comparison: a run's card carries the comparison's rows, mean ± std as results.json says."""
     output_dir, results = comparison
     staging = tmp_path / "stage"
     argv = ["--model_dir", output_dir / "runs" / "tiny" / "seed-1", "--repo_id", "someone/r8-tiny", "--dry_run"]
-    run_script("push_to_hub", [*argv, "--staging_dir", staging, "--comparison", output_dir])
+    run_command("push-to-hub", [*argv, "--staging_dir", staging, "--comparison", output_dir])
     text = (staging / "README.md").read_text()
     assert "## Against its baselines" in text and "{{" not in text
     for row in results["rows"]:
@@ -142,13 +145,13 @@ def test_published_card_shows_the_comparison_table(comparison, tmp_path):
 
 
 def test_summary_of_comparisons_equals_their_results(comparison, tmp_path, capsys):
-    """scripts/compare_summary.py: one line per comparison folder, each cell the folder's results.json; the
+    """compare-summary: one line per comparison folder, each cell the folder's results.json; the
     verdict column compares the first preset's mean accuracy with the other neural models' ('+MLM' rows aside)."""
     output_dir, results = comparison
     other = tmp_path / "other"
     shutil.copytree(output_dir, other, ignore=shutil.ignore_patterns("runs", "pretrain", "tokenizer"))
     png = tmp_path / "summary" / "all.png"
-    summary = run_script("compare_summary", [output_dir, other, "--output", png])
+    summary = run_command("compare-summary", [output_dir, other, "--output", png])
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert read(png.with_suffix(".json")) == json.loads(json.dumps(summary))
     table = table_rows(png.with_suffix(".md").read_text())
@@ -169,7 +172,7 @@ def test_summary_of_comparisons_equals_their_results(comparison, tmp_path, capsy
         ([output_dir, "--output", tmp_path / "x.jpg"], "must end in .png"),
     ):
         with pytest.raises(SystemExit) as stopped:
-            run_script("compare_summary", argv)
+            run_command("compare-summary", argv)
         assert stopped.value.code == 2
         assert message in capsys.readouterr().err
 
@@ -181,7 +184,7 @@ def test_resume_may_change_the_seeds_on_the_same_split(comparison, tmp_path, cap
     copy = tmp_path / "copy"
     shutil.copytree(output_dir, copy)
     before = {name: (copy / name).read_bytes() for name in files_under(copy) if name.endswith("metrics.json")}
-    subset = run_script("compare", [SMOKE, "--output_dir", copy, "--resume", "--seeds", 1])
+    subset = run_command("compare", [SMOKE, "--output_dir", copy, "--resume", "--seeds", 1])
     assert {name: (copy / name).read_bytes() for name in before} == before
     for row, full in zip(subset["rows"][:-1], results["rows"][:-1], strict=True):
         assert [run["seed"] for run in row["runs"]] == [1]
@@ -201,10 +204,9 @@ def test_resume_adds_mlm_rows_to_a_comparison_without_them(comparison, tmp_path,
     saved["compare"]["pretrain_steps"] = 0  # what `--pretrain_steps 0` would have saved
     (copy / "compare_args.json").write_text(json.dumps(saved))
     kept = {name: (copy / name).read_bytes() for name in files_under(copy) if name.endswith("metrics.json")}
-    compare_script = load_script("compare")
-    assert not compare_script.mlm_work_finished(copy)
-    resumed = run_script("compare", [SMOKE, "--output_dir", copy, "--resume"])
-    assert compare_script.mlm_work_finished(copy)
+    assert not mlm_work_finished(copy)
+    resumed = run_command("compare", [SMOKE, "--output_dir", copy, "--resume"])
+    assert mlm_work_finished(copy)
     assert {name: (copy / name).read_bytes() for name in kept} == kept
     assert [row["label"] for row in resumed["rows"]] == LABELS
     assert read(copy / "compare_args.json")["compare"]["pretrain_steps"] == 6
@@ -219,7 +221,7 @@ def test_parallel_runs_give_the_same_scores_as_one_after_another(comparison, tmp
     output_dir, results = comparison
     parallel = tmp_path / "parallel"
     argv = [SMOKE, "--output_dir", parallel, "--parallel_runs", 2, "--tokenizer_name", output_dir / "tokenizer"]
-    parallel_results = run_script("compare", argv)
+    parallel_results = run_command("compare", argv)
 
     def scores(rows):
         return [{name: row["summary"][name] for name in HEADLINE} for row in rows]
@@ -233,7 +235,7 @@ def test_parallel_runs_give_the_same_scores_as_one_after_another(comparison, tmp
 
 def assert_refused(capsys, argv, message):
     with pytest.raises(SystemExit) as stopped:
-        run_script("compare", argv)
+        run_command("compare", argv)
     assert stopped.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and message in lines[0], lines
@@ -246,10 +248,12 @@ def assert_refused(capsys, argv, message):
         (["--presets", "tiny,hybrid-huge"], "unknown model preset 'hybrid-huge'"),
         (["--presets", "tiny,hybrid-small"], "parameter counts differ by more than 5 % from tiny"),
         (["--train_file", "no/such/train.csv"], "train_file: file 'no/such/train.csv' does not exist"),
-        (["--model_config", "hybrid-small"], "model_config is set per run by compare.py; use --presets"),
-        (["--seed", "42"], "seed is set per run by compare.py; use --seeds"),
+        (["--model_config", "hybrid-small"], "model_config is set per run by the comparison; use --presets"),
+        (["--seed", "42"], "seed is set per run by the comparison; use --seeds"),
         (["--pretrain_presets", "hybrid-small"], "pretrain_presets ['hybrid-small'] are not among the presets"),
-        (["--parallel_runs", "0"], "parallel_runs=0 must be at least 1"),
+        (["--parallel_runs", "0"], "parallel_runs=0 is out of range"),
+        (["--max_length", "256"], "max_length=256 exceeds max_position_embeddings=64 of model config"),
+        (["--learning_rate", "-0.1"], "learning_rate=-0.1 must be 0 or more"),
     ],
     ids=[
         "unknown-preset",
@@ -259,6 +263,8 @@ def assert_refused(capsys, argv, message):
         "seed",
         "pretrain-preset",
         "parallel-runs",
+        "max-length-over-positions",
+        "negative-lr",
     ],
 )
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, capsys, argv, message):
@@ -276,17 +282,17 @@ def test_an_output_folder_holding_files_is_left_alone(tmp_path, capsys):
 
 
 def test_parameter_mismatch_can_be_allowed_with_a_warning(caplog, tmp_path):
-    compare = load_script("compare")
-    args = compare.parse_args([SMOKE, "--output_dir", str(tmp_path / "out"), "--presets", "tiny,hybrid-small"])
+    argv = [SMOKE, "--output_dir", str(tmp_path / "out"), "--presets", "tiny,hybrid-small"]
+    args = parse_arguments(ARGUMENT_CLASSES, argv)
     compare_args, model_args, data_args, train_args = args
     with in_repo_root():  # the YAML's data paths are relative to it
-        plan = compare.check_settings(*args)
-        data = compare.train_script.build_datasets(data_args, plan.split_seed)
-    tokenizer = compare.shared_tokenizer(model_args, data, plan, resume=False)
-    with pytest.raises(DataError, match="hybrid-small"):
-        compare.check_parameters(compare_args, model_args, data, tokenizer, plan)
+        plan = check_settings(*args)
+        data = build_datasets(data_args, plan.split_seed)
+    tokenizer = build_tokenizer(model_args, data.splits["train"])
+    with pytest.raises(UsageError, match="hybrid-small"):
+        check_parameters(compare_args, model_args, data, tokenizer, plan)
     allowed = dataclasses.replace(compare_args, allow_parameter_mismatch=True)
-    counts, outside = compare.check_parameters(allowed, model_args, data, tokenizer, plan)
+    counts, outside = check_parameters(allowed, model_args, data, tokenizer, plan)
     assert outside == ["hybrid-small"] and counts["hybrid-small"] > 10 * counts["tiny"]
     assert re.search(r"WARNING: parameter counts differ .* running anyway", caplog.text)
 
@@ -294,25 +300,19 @@ def test_parameter_mismatch_can_be_allowed_with_a_warning(caplog, tmp_path):
 def test_svm_baseline_reads_cjk_text_as_character_ngrams():
     assert svm_analyzer_for(["今日股市大涨 沪指收复3000点", "教育部发布新规"]) == "char"
     assert svm_analyzer_for(["what is the capital of france ?"]) == "word"
-    data = load_labelled_data(
-        train_file=DATA_DIR / "thucnews" / "train.csv",
-        test_file=DATA_DIR / "thucnews" / "test.csv",
-        max_train_samples=600,
-        max_eval_samples=200,
-        max_test_samples=200,
-    )
+    data = load_labelled_data(train_file=THUCNEWS_TRAIN, test_file=THUCNEWS_TEST)
     metrics, info = tfidf_svm_baseline(data, c_values=(0.3, 1.0), metrics_backend="sklearn")
     assert info["analyzer"] == "char" and info["ngram_range"] == [1, 3] and info["C"] in (0.3, 1.0)
-    assert metrics["split"] == "test" and metrics["test"]["num_samples"] == 200
+    assert metrics["split"] == "test" and metrics["test"]["num_samples"] == 100
     assert metrics["test"]["accuracy"] > 0.3  # 10 balanced classes: chance is 0.1
 
 
 def test_time_budget_stops_a_run_and_is_recorded(tmp_path):
-    """train.py's --max_train_seconds, the wall-clock budget compare.py passes on: the run stops, validates at the
+    """train's --max_train_seconds, the wall-clock budget the comparison passes on: the run stops, validates at the
     stopping step and says why."""
     output_dir = tmp_path / "run"
     train_smoke = REPO_ROOT / "configs" / "train" / "smoke.yaml"
-    results = run_script(
+    results = run_command(
         "train",
         [
             train_smoke,

@@ -4,12 +4,12 @@ import collections
 
 import datasets
 import pytest
-from train_helpers import DATA_DIR, R8_TEST, R8_TRAIN
+from train_helpers import R8_TEST, R8_TEST_ROWS, R8_TRAIN, THUCNEWS_TRAIN
 from transformers import AutoTokenizer
 
+from recurrent_transformer.cli import UsageError
 from recurrent_transformer.data import (
     SPECIAL_TOKENS,
-    DataError,
     load_labelled_data,
     make_collator,
     tokenize_splits,
@@ -17,7 +17,7 @@ from recurrent_transformer.data import (
     training_texts,
 )
 
-pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"shared data not found at {DATA_DIR}")
+TRAIN_ROWS = 480  # tests/fixtures/r8/train.csv
 
 
 def write_csv(path, rows, header="text,label"):
@@ -38,12 +38,12 @@ def test_label_names_are_the_sorted_training_labels(r8):
 
 def test_validation_split_is_stratified_seeded_and_disjoint(r8):
     train, validation = r8.splits["train"], r8.splits["validation"]
-    assert len(train) + len(validation) == 5485
-    assert len(validation) == pytest.approx(548.5, abs=1)
+    assert len(train) + len(validation) == TRAIN_ROWS
+    assert len(validation) == pytest.approx(TRAIN_ROWS / 10, abs=1)
     shares = collections.Counter(validation["label"])
     full = collections.Counter(train["label"]) + shares
     for label, count in full.items():  # each class keeps its share, to one row
-        assert abs(shares[label] - count * len(validation) / 5485) <= 1
+        assert abs(shares[label] - count * len(validation) / TRAIN_ROWS) <= 1
     # Together the two splits hold each row of the file once (R8 has repeated texts: compare counts).
     file_rows = datasets.load_dataset("csv", data_files=str(R8_TRAIN), split="train")["text"]
     assert collections.Counter(train["text"]) + collections.Counter(validation["text"]) == collections.Counter(
@@ -56,7 +56,7 @@ def test_validation_split_is_stratified_seeded_and_disjoint(r8):
 
 
 def test_test_split_is_kept_whole_and_in_order(r8):
-    assert len(r8.splits["test"]) == 2189
+    assert len(r8.splits["test"]) == R8_TEST_ROWS
     first_row = R8_TEST.read_text().splitlines()[1]
     assert first_row.startswith(r8.splits["test"][0]["text"][:40])
 
@@ -97,27 +97,27 @@ def test_hub_class_labels_become_their_names(monkeypatch):
 def test_unseen_test_labels_are_refused(tmp_path):
     train = write_csv(tmp_path / "train.csv", ["one,a", "two,b", "three,a", "four,b"])
     test = write_csv(tmp_path / "test.csv", ["five,c"])
-    with pytest.raises(DataError, match=r"test data has labels never seen in the training data: \['c'\]"):
+    with pytest.raises(UsageError, match=r"test data has labels never seen in the training data: \['c'\]"):
         load_labelled_data(train_file=train, test_file=test)
 
 
 def test_rows_without_label_are_refused(tmp_path):
     train = write_csv(tmp_path / "train.csv", ["one,a", "two,", "three,b"])
-    with pytest.raises(DataError, match="1 rows without a label"):
+    with pytest.raises(UsageError, match="1 rows without a label"):
         load_labelled_data(train_file=train)
 
 
 def test_unknown_format_is_refused(tmp_path):
     path = tmp_path / "train.txt"
     path.write_text("hello\n")
-    with pytest.raises(DataError, match="not one of the formats"):
+    with pytest.raises(UsageError, match="not one of the formats"):
         load_labelled_data(train_file=path)
 
 
 @pytest.fixture(scope="module")
 def thucnews_tokenizer():
-    data = load_labelled_data(train_file=DATA_DIR / "thucnews" / "train.csv", max_train_samples=2000)
-    return train_tokenizer(training_texts(data.splits["train"]), vocab_size=3000, model_max_length=64)
+    data = load_labelled_data(train_file=THUCNEWS_TRAIN)
+    return train_tokenizer(training_texts(data.splits["train"]), vocab_size=3000, min_frequency=1, model_max_length=64)
 
 
 def test_chinese_characters_are_single_tokens(thucnews_tokenizer):

@@ -14,19 +14,17 @@ import subprocess
 
 import pytest
 from train_helpers import (
-    DATA_DIR,
     R8_TRAIN,
     REPO_ROOT,
     SMOKE,
     assert_same_weights,
     launch_env,
     python,
-    run_script,
+    run_command,
 )
 
 from recurrent_transformer.data import load_labelled_data, train_tokenizer, training_texts
 
-pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"shared data not found at {DATA_DIR}")
 LAUNCH_TIMEOUT_S = 600
 
 
@@ -60,16 +58,16 @@ def common_args(tokenizer_dir, output_dir):
 @pytest.fixture(scope="module")
 def single_process(tokenizer_dir, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("single") / "run"
-    results = run_script("train", [*common_args(tokenizer_dir, output_dir), "--per_device_train_batch_size", 8])
+    results = run_command("train", [*common_args(tokenizer_dir, output_dir), "--per_device_train_batch_size", 8])
     return output_dir, results
 
 
-def launch(launcher_args: list[str], script_args: list) -> subprocess.CompletedProcess:
+def launch(launcher_args: list[str], target: list[str], script_args: list) -> subprocess.CompletedProcess:
     accelerate = shutil.which("accelerate")
     command = [accelerate] if accelerate else [python(), "-m", "accelerate.commands.launch"]
     if accelerate:
         command.append("launch")
-    command += [*launcher_args, "scripts/train.py", *map(str, script_args)]
+    command += [*launcher_args, *target, *map(str, script_args)]
     completed = subprocess.run(
         command, cwd=REPO_ROOT, env=launch_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S
     )
@@ -77,9 +75,13 @@ def launch(launcher_args: list[str], script_args: list) -> subprocess.CompletedP
     return completed
 
 
+# The installed package's module form, and the checkout's script, under the two ways of asking for 2 processes.
 LAUNCHERS = {
-    "flags": ["--multi_gpu", "--num_processes", "2", "--main_process_port", "0"],
-    "config-file": ["--config_file", "configs/accelerate/multi_cpu.yaml"],
+    "flags": (
+        ["--multi_gpu", "--num_processes", "2", "--main_process_port", "0"],
+        ["-m", "recurrent_transformer", "train"],
+    ),
+    "config-file": (["--config_file", "configs/accelerate/multi_cpu.yaml"], ["scripts/train.py"]),
 }
 
 
@@ -90,7 +92,7 @@ def test_two_cpu_processes_match_one(tokenizer_dir, single_process, tmp_path, la
     single_dir, single_results = single_process
     output_dir = tmp_path / "run"
     per_process = ["--per_device_train_batch_size", 2, "--gradient_accumulation_steps", 2]
-    launch(LAUNCHERS[launcher], [*common_args(tokenizer_dir, output_dir), *per_process])
+    launch(*LAUNCHERS[launcher], [*common_args(tokenizer_dir, output_dir), *per_process])
 
     run_info = json.loads((output_dir / "run_info.json").read_text())
     assert run_info["num_processes"] == 2 and run_info["global_batch_size"] == 8

@@ -1,15 +1,12 @@
-"""scripts/loss_curves.py: the table's distances between runs, its plot, its errors; and bf16 autocast training
-on real data staying within fp32's seed-to-seed noise (issue 6)."""
+"""`recurrent-transformer loss-curves`: the table's distances between runs, its plot, its errors; and bf16 autocast
+training on real data staying within fp32's seed-to-seed noise (issue 6)."""
 
 import json
 
 import pytest
-from train_helpers import DATA_DIR, SMOKE, load_script, run_script
+from train_helpers import SMOKE, run_command
 
-
-@pytest.fixture(scope="module")
-def curves():
-    return load_script("loss_curves")
+from recurrent_transformer.experiments import curves
 
 
 def write_history(folder, losses: dict[int, float]):
@@ -21,10 +18,10 @@ def write_history(folder, losses: dict[int, float]):
     return str(folder)
 
 
-def test_table_gives_each_runs_distance_from_the_first(curves, tmp_path):
+def test_table_gives_each_runs_distance_from_the_first(tmp_path):
     first = write_history(tmp_path / "a", {10: 2.0, 20: 1.5, 30: 1.0})
     second = write_history(tmp_path / "b", {10: 2.5, 20: 1.3, 30: 1.1, 40: 0.9})
-    results = curves.run([first, second], output=str(tmp_path / "out" / "curves.png"))
+    results = curves.compare_runs([first, second], output=str(tmp_path / "out" / "curves.png"))
 
     reference_row, other = results["rows"]
     assert reference_row["mean_abs_gap"] == 0 and reference_row["max_abs_gap"] == 0
@@ -48,7 +45,7 @@ def test_table_gives_each_runs_distance_from_the_first(curves, tmp_path):
         (lambda tmp: [write_history(tmp / "a", {1: 1.0}), write_history(tmp / "b", {2: 1.0})], "no step in common"),
     ],
 )
-def test_bad_input_is_one_line_and_status_2(curves, tmp_path, capsys, make_args, message):
+def test_bad_input_is_one_line_and_status_2(tmp_path, capsys, make_args, message):
     with pytest.raises(SystemExit) as exit_info:
         curves.main(make_args(tmp_path))
     assert exit_info.value.code == 2
@@ -56,19 +53,19 @@ def test_bad_input_is_one_line_and_status_2(curves, tmp_path, capsys, make_args,
     assert error.startswith("error:") and message in error and "\n" not in error
 
 
-@pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"shared data not found at {DATA_DIR}")
-def test_bf16_autocast_trains_within_the_noise_of_fp32_seeds(curves, tmp_path):
+def test_bf16_autocast_trains_within_the_noise_of_fp32_seeds(tmp_path):
     """The tiny model on an R8 slice, 60 steps: bf16 autocast from the same seed strays from fp32's loss curve
     less than fp32 with another seed does (the run-to-run noise), and ends as low."""
     common = [SMOKE, "--max_train_samples", 512, "--max_steps", 60, "--eval_steps", 60, "--logging_steps", 5,
               "--disable_tqdm"]  # fmt: skip
     folders = {name: str(tmp_path / name) for name in ("fp32", "bf16", "fp32-seed2")}
-    run_script("train", [*common, "--output_dir", folders["fp32"]])
+    run_command("train", [*common, "--output_dir", folders["fp32"]])
     # The same tokenizer for all three (tokenizer training is not reproducible): the fp32 run's.
     shared = ["--tokenizer_name", folders["fp32"]]
-    run_script("train", [*common, *shared, "--output_dir", folders["bf16"], "--bf16"])
-    run_script("train", [*common, *shared, "--output_dir", folders["fp32-seed2"], "--seed", 2])
-    rows = curves.run([folders["fp32"], folders["bf16"], folders["fp32-seed2"]])["rows"]
+    # --allow_slow_bf16: this project's CPU has no native bfloat16, where bf16 is refused without it.
+    run_command("train", [*common, *shared, "--output_dir", folders["bf16"], "--bf16", "--allow_slow_bf16"])
+    run_command("train", [*common, *shared, "--output_dir", folders["fp32-seed2"], "--seed", 2])
+    rows = curves.compare_runs([folders["fp32"], folders["bf16"], folders["fp32-seed2"]])["rows"]
 
     fp32, bf16, other_seed = rows
     assert fp32["last_loss"] < 0.8 * fp32["first_loss"]  # it learns, so the comparison means something

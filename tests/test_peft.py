@@ -6,12 +6,11 @@ nn.LSTM/GRU/RNN keep their weights as parameters, not nn.Linear modules, so LoRA
 
 import pytest
 import torch
-from ecosystem_helpers import DATA_DIR, batches, build_model, labels_for, r8_rows, r8_tokenizer, train_steps
+from ecosystem_helpers import batches, build_model, labels_for, r8_rows, r8_tokenizer, train_steps
 from transformers import AutoModelForSequenceClassification
 
 peft = pytest.importorskip("peft", reason="PEFT is in the dev extra: pip install -e '.[dev]'")
 
-pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"shared data not found at {DATA_DIR}")
 
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 TORCH_CELL_WEIGHTS = [
@@ -62,7 +61,9 @@ def test_lora_train_merge_save_reload_gives_identical_logits(cell, r8, tmp_path)
     losses = train_steps(lora_model, tokenizer, rows, "sequence", steps=8, learning_rate=1e-2)
     assert fixed_batch_loss() < before, (before, losses)
 
-    batch = tokenizer([row["text"] for row in rows[:6]], padding=True, truncation=True, return_tensors="pt")
+    # Texts of 4, 8, ..., 24 words: under the 48-token cut, so the batch holds padding.
+    texts = [" ".join(row["text"].split()[: 4 + 4 * index]) for index, row in enumerate(rows[:6])]
+    batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
     assert not bool(batch["attention_mask"].all())  # padding in the batch
     with torch.no_grad():
         adapted = lora_model(**batch).logits

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-from ecosystem_helpers import DATA_DIR, TAGS, trained_folder
+from ecosystem_helpers import MAX_LENGTH, TAGS, trained_folder
+from train_helpers import R8_TEST, run_command
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, pipeline
-
-pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"shared data not found at {DATA_DIR}")
 
 TEXTS = ["oil prices rose sharply in heavy trading", "the company reported net profit of 12 mln dlrs"]
 
@@ -77,3 +76,43 @@ def test_text_generation_pipeline(folders):
         assert len(direct) == 6
         assert new_outputs[0]["generated_text"] == tokenizer.decode(direct, skip_special_tokens=True)
         assert full_outputs[0]["generated_text"].startswith(text)
+
+
+def test_text_classification_pipeline_truncates_like_training_and_evaluate(folders, tmp_path):
+    """Texts longer than the tokenizer's model_max_length (the training max_length): the pipeline's default cuts them
+    as training and `evaluate` do, so its labels are the ones `evaluate` scores (accuracy 1.0 against them)."""
+    import csv
+
+    with R8_TEST.open(newline="") as handle:
+        texts = [row["text"] for row in csv.DictReader(handle)][:40]
+    classify = pipeline("text-classification", model=str(folders["sequence"]))
+    tokenizer, model = classify.tokenizer, classify.model
+    assert tokenizer.model_max_length == MAX_LENGTH
+    assert sum(len(tokenizer(text)["input_ids"]) > MAX_LENGTH for text in texts) >= 30  # long texts
+    results = classify(texts, top_k=None)
+    with torch.no_grad():
+        cut = model(**tokenizer(texts, padding=True, truncation=True, return_tensors="pt")).logits.softmax(-1)
+        whole = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.softmax(-1)
+    labels = model.config.id2label
+    for result, row in zip(results, cut, strict=True):
+        assert {item["label"]: item["score"] for item in result} == pytest.approx(
+            {labels[index]: float(score) for index, score in enumerate(row)}, abs=1e-5
+        )
+    assert (cut - whole).abs().max() > 1e-3  # without the cut the scores differ: the test can tell
+    # A file labelled with the pipeline's predictions, scored by evaluate: every prediction agrees.
+    path = tmp_path / "predicted.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows([text, result[0]["label"]] for text, result in zip(texts, results, strict=True))
+    scores = run_command(
+        "evaluate", ["--model_dir", folders["sequence"], "--data_file", path, "--metrics_backend", "sklearn"]
+    )
+    assert scores["accuracy"] == 1.0 and scores["max_length"] == MAX_LENGTH
+    # A flag given to the pipeline still wins.
+    untruncated = pipeline("text-classification", model=str(folders["sequence"]), truncation=False)(
+        texts[:1], top_k=None
+    )
+    assert {item["label"]: item["score"] for item in untruncated[0]} == pytest.approx(
+        {labels[index]: float(score) for index, score in enumerate(whole[0])}, abs=1e-5
+    )

@@ -1,17 +1,15 @@
-"""scripts/pretrain_mlm.py on an R8 slice: the MLM loss falls, the folder it saves gives its body to a classifier
-(equal tensors, a fresh head), and train.py's --init_from fine-tunes from it."""
+"""`recurrent-transformer pretrain-mlm` on an R8 slice: the MLM loss falls, the folder it saves gives its body to a
+classifier (equal tensors, a fresh head), and train's --init_from fine-tunes from it."""
 
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import DATA_DIR, R8_TRAIN, REPO_ROOT, SMOKE, files_under, run_script
+from train_helpers import R8_TRAIN, REPO_ROOT, SMOKE, error_line, files_under, run_command
 from transformers import AutoModelForMaskedLM
 
 from recurrent_transformer import RecurrentTransformerForMaskedLM, RecurrentTransformerForSequenceClassification
-
-pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"shared data not found at {DATA_DIR}")
 
 TINY_LSTM = REPO_ROOT / "configs" / "compare" / "presets" / "tiny-lstm.json"
 
@@ -30,7 +28,7 @@ def pretrain_args(output_dir, *extra):
 @pytest.fixture(scope="module")
 def mlm_run(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("mlm") / "run"
-    return output_dir, run_script("pretrain_mlm", pretrain_args(output_dir))
+    return output_dir, run_command("pretrain-mlm", pretrain_args(output_dir))
 
 
 def test_mlm_run_saves_a_masked_lm_folder(mlm_run):
@@ -41,7 +39,7 @@ def test_mlm_run_saves_a_masked_lm_folder(mlm_run):
     assert json.loads((output_dir / "config.json").read_text())["architectures"] == ["RecurrentTransformerForMaskedLM"]
     assert isinstance(AutoModelForMaskedLM.from_pretrained(output_dir), RecurrentTransformerForMaskedLM)
     assert json.loads((output_dir / "mlm_metrics.json").read_text()) == json.loads(json.dumps(results))
-    assert results["global_step"] == 40 and results["split_sizes"] == {"train": 300, "validation": 64}
+    assert results["global_step"] == 40 and results["split_sizes"] == {"train": 300, "validation": 48}
 
 
 def test_mlm_loss_decreases(mlm_run):
@@ -74,7 +72,7 @@ def test_train_init_from_fine_tunes_from_the_pretrained_body(mlm_run, tmp_path):
     output_dir, _ = mlm_run
     run_dir = tmp_path / "fine-tuned"
     # Learning rate 0: AdamW leaves every weight where it started, so the saved body is the pre-trained one.
-    run_script(
+    run_command(
         "train",
         [SMOKE, "--output_dir", run_dir, "--init_from", output_dir, "--learning_rate", 0, "--max_steps", 2],
     )
@@ -87,16 +85,10 @@ def test_train_init_from_fine_tunes_from_the_pretrained_body(mlm_run, tmp_path):
     assert (run_dir / "tokenizer.json").read_text() == (output_dir / "tokenizer.json").read_text()
 
 
-def error_line(capsys) -> str:
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, lines
-    return lines[0]
-
-
 def test_init_from_a_different_preset_is_refused(mlm_run, tmp_path, capsys):
     output_dir, _ = mlm_run
     with pytest.raises(SystemExit) as stopped:
-        run_script(
+        run_command(
             "train", [SMOKE, "--output_dir", tmp_path / "out", "--init_from", output_dir, "--model_config", TINY_LSTM]
         )
     assert stopped.value.code == 2
@@ -106,7 +98,7 @@ def test_init_from_a_different_preset_is_refused(mlm_run, tmp_path, capsys):
 
 def test_causal_preset_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
-        run_script("pretrain_mlm", pretrain_args(tmp_path / "out", "--config_overrides", "bidirectional=false"))
+        run_command("pretrain-mlm", pretrain_args(tmp_path / "out", "--config_overrides", "bidirectional=false"))
     assert stopped.value.code == 2
     assert "needs a bidirectional preset" in error_line(capsys)
     assert not (tmp_path / "out").exists()
@@ -116,7 +108,7 @@ def test_output_folder_holding_another_run_is_left_alone(mlm_run, capsys):
     output_dir, _ = mlm_run
     before = {name: (output_dir / name).read_bytes() for name in files_under(output_dir)}
     with pytest.raises(SystemExit) as stopped:
-        run_script("pretrain_mlm", pretrain_args(output_dir))
+        run_command("pretrain-mlm", pretrain_args(output_dir))
     assert stopped.value.code == 2
     assert "already holds another run" in error_line(capsys)
     assert {name: (output_dir / name).read_bytes() for name in files_under(output_dir)} == before

@@ -3,11 +3,9 @@
 import json
 
 import pytest
-from train_helpers import DATA_DIR, R8_TRAIN, SMOKE, assert_same_weights, files_under, run_script
+from train_helpers import R8_TRAIN, SMOKE, assert_same_weights, error_line, files_under, run_command
 
 from recurrent_transformer.data import load_labelled_data, train_tokenizer, training_texts
-
-pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"shared data not found at {DATA_DIR}")
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +32,19 @@ def run_args(tokenizer_dir, output_dir):
 @pytest.fixture(scope="module")
 def uninterrupted(tokenizer_dir, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    return output_dir, run_script("train", run_args(tokenizer_dir, output_dir))
+    return output_dir, run_command("train", run_args(tokenizer_dir, output_dir))
 
 
 @pytest.mark.parametrize("stop_after_step", [4, 3], ids=["mid-epoch", "epoch-end"])
 def test_resumed_run_ends_with_the_uninterrupted_weights(tokenizer_dir, uninterrupted, tmp_path, stop_after_step):
     reference_dir, reference = uninterrupted
     output_dir = tmp_path / "run"
-    stopped = run_script("train", [*run_args(tokenizer_dir, output_dir), "--stop_after_step", stop_after_step])
+    stopped = run_command("train", [*run_args(tokenizer_dir, output_dir), "--stop_after_step", stop_after_step])
     assert stopped == {"stopped_at_step": stop_after_step}
     assert not (output_dir / "metrics.json").exists()
     before = {name: (output_dir / name).read_bytes() for name in files_under(output_dir)}
 
-    resumed = run_script("train", [*run_args(tokenizer_dir, output_dir), "--resume"])
+    resumed = run_command("train", [*run_args(tokenizer_dir, output_dir), "--resume"])
     assert_same_weights(output_dir, reference_dir, atol=1e-6)
     assert resumed["test"] == reference["test"]
     assert resumed["global_step"] == 8
@@ -63,7 +61,48 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tokenizer_dir, uninterr
     expected = [
         (entry["step"], entry["loss"]) for entry in json.loads((reference_dir / "loss_history.json").read_text())
     ]
-    assert [step for step, _ in losses] == list(range(1, 9))
-    assert losses == pytest.approx(expected, abs=1e-6)
+    assert [step for step, _ in losses] == [step for step, _ in expected] == list(range(1, 9))
+    assert [loss for _, loss in losses] == pytest.approx([loss for _, loss in expected], abs=1e-6)
     run_info = json.loads((output_dir / "run_info.json").read_text())
     assert run_info["resumed_from"].endswith(f"step-{stop_after_step:07d}")
+
+
+@pytest.fixture
+def stopped_run(tokenizer_dir, tmp_path):
+    """A run stopped after its step-4 checkpoint."""
+    output_dir = tmp_path / "run"
+    run_command("train", [*run_args(tokenizer_dir, output_dir), "--stop_after_step", 4])
+    return output_dir
+
+
+def test_resume_with_changed_settings_is_refused_with_the_differences(tokenizer_dir, stopped_run, capsys):
+    before = {name: (stopped_run / name).read_bytes() for name in files_under(stopped_run)}
+    changed = ["--learning_rate", 0.5, "--max_steps", 10]
+    with pytest.raises(SystemExit) as stopped:
+        run_command("train", [*run_args(tokenizer_dir, stopped_run), *changed, "--resume"])
+    assert stopped.value.code == 2
+    line = error_line(capsys)
+    assert "training.max_steps: 8 -> 10" in line and "training.learning_rate: 0.001 -> 0.5" in line
+    assert "--allow_changed_settings" in line
+    assert {name: (stopped_run / name).read_bytes() for name in files_under(stopped_run)} == before
+
+
+def test_resume_may_accept_changed_settings_explicitly(tokenizer_dir, stopped_run):
+    """A raised max_steps, accepted: the run goes on to the new budget from the checkpoint, on the new schedule
+    (not warmed up again from zero), and train_args.json records what changed."""
+    argv = [*run_args(tokenizer_dir, stopped_run), "--max_steps", 10, "--resume", "--allow_changed_settings"]
+    results = run_command("train", argv)
+    assert results["global_step"] == 10
+    saved = json.loads((stopped_run / "train_args.json").read_text())
+    assert saved["training"]["max_steps"] == 10 and saved["changed_on_resume"] == ["training.max_steps: 8 -> 10"]
+    rates = {
+        entry["step"]: entry["learning_rate"] for entry in json.loads((stopped_run / "loss_history.json").read_text())
+    }
+    # Linear decay after 2 warm-up steps to 0 at step 10: at step 5 the new schedule gives 1e-3 * (10 - 5) / 8.
+    assert rates[5] == pytest.approx(1e-3 * 5 / 8) and rates[10] == 0.0
+
+
+def test_allow_changed_settings_needs_resume(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_command("train", [SMOKE, "--output_dir", tmp_path / "out", "--allow_changed_settings"])
+    assert "--allow_changed_settings only applies with --resume" in error_line(capsys)

@@ -1,4 +1,5 @@
-"""scripts/train.py end to end on R8, then the saved folder reloaded and scored again by scripts/evaluate.py."""
+"""`recurrent-transformer train` end to end on an R8 slice (and, marked real_data, on all of R8), then the saved folder
+reloaded and scored again by `recurrent-transformer evaluate`."""
 
 import json
 import math
@@ -10,37 +11,38 @@ from train_helpers import (
     DATA_DIR,
     R8_MAJORITY_ACCURACY,
     R8_TEST,
+    R8_TEST_ROWS,
     SMOKE,
     assert_same_weights,
-    load_script,
-    run_script,
+    error_line,
+    run_command,
 )
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from recurrent_transformer import RecurrentTransformerForSequenceClassification
-from recurrent_transformer.data import DataError
-
-pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"shared data not found at {DATA_DIR}")
+from recurrent_transformer.cli import UsageError, parse_arguments
+from recurrent_transformer.training import accelerator
+from recurrent_transformer.training.arguments import ARGUMENT_CLASSES
+from recurrent_transformer.training.build import parse_overrides
 
 R8_LABELS = ["acq", "crude", "earn", "grain", "interest", "money-fx", "ship", "trade"]
 HEADLINE = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "f1_weighted")
 
 
+R8_RUN = [
+    *("--max_train_samples", 100_000, "--max_eval_samples", 100_000, "--max_test_samples", 100_000),
+    *("--max_length", 64, "--tokenizer_vocab_size", 2000, "--per_device_train_batch_size", 32),
+    *("--learning_rate", 3e-3, "--logging_steps", 50, "--per_device_eval_batch_size", 128),
+    *("--report_to", "tensorboard", "--disable_tqdm"),
+]
+
+
 @pytest.fixture(scope="module")
 def r8_run(tmp_path_factory):
-    """The tiny preset on all of R8's training rows (less the validation tenth) for 300 steps: about a minute."""
+    """The tiny preset on the R8 fixture's training rows (less the validation tenth) for 300 steps: about 40 s."""
     output_dir = tmp_path_factory.mktemp("r8") / "run"
-    results = run_script(
-        "train",
-        [
-            SMOKE,
-            *("--output_dir", output_dir),
-            *("--max_train_samples", 100_000, "--max_eval_samples", 100_000, "--max_test_samples", 100_000),
-            *("--max_length", 64, "--tokenizer_vocab_size", 2000),
-            *("--max_steps", 300, "--per_device_train_batch_size", 32, "--learning_rate", 3e-3),
-            *("--eval_steps", 100, "--logging_steps", 50, "--per_device_eval_batch_size", 128),
-            *("--report_to", "tensorboard", "--disable_tqdm"),
-        ],
+    results = run_command(
+        "train", [SMOKE, "--output_dir", output_dir, *R8_RUN, "--max_steps", 300, "--eval_steps", 100]
     )
     return output_dir, results
 
@@ -48,10 +50,26 @@ def r8_run(tmp_path_factory):
 def test_r8_run_beats_the_majority_class(r8_run):
     _, results = r8_run
     test = results["test"]
-    assert test["num_samples"] == 2189
+    assert test["num_samples"] == R8_TEST_ROWS
     assert test["accuracy"] > R8_MAJORITY_ACCURACY + 0.2, test["accuracy"]
     assert test["f1_macro"] > 0.2  # more than one class is predicted
     assert results["best_validation"]["step"] in (100, 200, 300)
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_full_r8_run_beats_the_majority_class_by_far(tmp_path):
+    """All of R8 (../shared/data/r8: 4,936 training and 2,189 test texts), 300 steps: about a minute."""
+    results = run_command(
+        "train",
+        [
+            SMOKE, "--output_dir", tmp_path / "run", *R8_RUN, "--max_steps", 300, "--eval_steps", 100,
+            "--train_file", DATA_DIR / "r8" / "train.csv", "--test_file", DATA_DIR / "r8" / "test.csv",
+        ],
+    )  # fmt: skip
+    test = results["test"]
+    assert test["num_samples"] == 2189
+    assert test["accuracy"] > 1083 / 2189 + 0.3, test["accuracy"]  # earn is 1,083 of the 2,189 test texts
 
 
 def test_r8_run_writes_its_outputs(r8_run):
@@ -66,8 +84,8 @@ def test_r8_run_writes_its_outputs(r8_run):
     test = metrics["test"]
     assert all(0 <= test[name] <= 1 for name in HEADLINE)
     assert sorted(test["per_class"]) == R8_LABELS
-    assert sum(row["support"] for row in test["per_class"].values()) == 2189
-    assert sum(map(sum, test["confusion_matrix"])) == 2189
+    assert sum(row["support"] for row in test["per_class"].values()) == R8_TEST_ROWS
+    assert sum(map(sum, test["confusion_matrix"])) == R8_TEST_ROWS
     run_info = json.loads((output_dir / "run_info.json").read_text())
     assert run_info["global_step"] == 300 and run_info["num_processes"] == 1
     loss_history = json.loads((output_dir / "loss_history.json").read_text())
@@ -92,7 +110,7 @@ def test_r8_folder_reloads_and_reproduces_its_test_metrics(r8_run, tmp_path):
     with torch.no_grad():
         assert model(**batch).logits.shape == (2, 8)
 
-    scores = run_script(
+    scores = run_command(
         "evaluate",
         [
             *("--model_dir", output_dir, "--data_file", R8_TEST, "--batch_size", 128),
@@ -109,32 +127,30 @@ def test_r8_folder_reloads_and_reproduces_its_test_metrics(r8_run, tmp_path):
 
 
 def test_yaml_supplies_defaults_and_flags_override_them():
-    train = load_script("train")
-    model_args, data_args, train_args = train.parse_args([SMOKE, "--max_steps", "7", "--no_lowercase"])
+    model_args, data_args, train_args = parse_arguments(ARGUMENT_CLASSES, [SMOKE, "--max_steps", "7", "--no_lowercase"])
     assert model_args.model_config == "tiny" and data_args.max_train_samples == 128  # from the YAML file
     assert train_args.max_steps == 7 and model_args.lowercase is False  # from the flags
     assert train_args.learning_rate == pytest.approx(1e-3)
-    model_args, _, train_args = train.parse_args(["--output_dir", "x"])  # no YAML: the dataclass defaults
+    model_args, _, train_args = parse_arguments(ARGUMENT_CLASSES, ["--output_dir", "x"])  # no YAML: the defaults
     assert model_args.model_config == "hybrid-small" and train_args.max_steps == -1
 
 
 def test_yaml_with_an_unknown_key_is_refused(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("model_config: tiny\nlearning_rat: 0.1\n")
-    with pytest.raises(DataError, match=r"unknown keys \['learning_rat'\]"):
-        load_script("train").parse_args([str(path)])
+    with pytest.raises(UsageError, match=r"unknown keys \['learning_rat'\]"):
+        parse_arguments(ARGUMENT_CLASSES, [str(path)])
 
 
 def test_config_overrides_reach_the_model():
-    train = load_script("train")
-    assert train.parse_overrides("hidden_dropout_prob=0, recurrent_cell=gru,num_hidden_layers=3") == {
+    assert parse_overrides("hidden_dropout_prob=0, recurrent_cell=gru,num_hidden_layers=3") == {
         "hidden_dropout_prob": 0.0,
         "recurrent_cell": "gru",
         "num_hidden_layers": 3,
     }
-    assert isinstance(train.parse_overrides("hidden_dropout_prob=0")["hidden_dropout_prob"], float)
-    with pytest.raises(DataError, match="not key=value"):
-        train.parse_overrides("dropout")
+    assert isinstance(parse_overrides("hidden_dropout_prob=0")["hidden_dropout_prob"], float)
+    with pytest.raises(UsageError, match="not key=value"):
+        parse_overrides("dropout")
 
 
 def test_final_weights_are_the_best_validated_ones(r8_run):
@@ -152,7 +168,7 @@ def load_state(output_dir):
 
 def test_early_stopping_ends_the_run_after_patience_validations(tmp_path):
     # Learning rate 0: the validation score never improves on the first one, so patience 2 stops at step 6.
-    results = run_script(
+    results = run_command(
         "train",
         [
             SMOKE,
@@ -164,14 +180,40 @@ def test_early_stopping_ends_the_run_after_patience_validations(tmp_path):
     assert results["best_validation"]["step"] == 2
 
 
-def test_bf16_mixed_precision_runs_where_supported(tmp_path):
-    from accelerate.utils import is_bf16_available
-
-    if not is_bf16_available(ignore_tpu=True):
-        pytest.skip("no bfloat16 support on this hardware")
+def test_bf16_mixed_precision_runs_on_request(tmp_path):
+    """On this project's CPU (AVX2 only) bf16 runs only with --allow_slow_bf16; the weights stay fp32 (autocast)."""
     output_dir = tmp_path / "run"
-    results = run_script("train", [SMOKE, "--output_dir", output_dir, "--bf16", "--max_steps", 2, "--disable_tqdm"])
+    argv = [SMOKE, "--output_dir", output_dir, "--bf16", "--allow_slow_bf16", "--max_steps", 2, "--disable_tqdm"]
+    results = run_command("train", argv)
     assert json.loads((output_dir / "run_info.json").read_text())["mixed_precision"] == "bf16"
     assert 0 <= results["test"]["accuracy"] <= 1
     weights = load_file(output_dir / "model.safetensors")
     assert all(tensor.dtype == torch.float32 for tensor in weights.values())  # autocast, fp32 master weights
+
+
+def test_bf16_on_a_cpu_without_native_bfloat16_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(accelerator, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(SystemExit) as stopped:
+        run_command("train", [SMOKE, "--output_dir", tmp_path / "out", "--bf16", "--use_cpu"])
+    assert stopped.value.code == 2
+    assert "no native bfloat16" in error_line(capsys) and not (tmp_path / "out").exists()
+    # The same from an accelerate config's mixed_precision (`accelerate launch` passes it in the environment).
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    with pytest.raises(SystemExit):
+        run_command("train", [SMOKE, "--output_dir", tmp_path / "out", "--use_cpu"])
+    assert "the accelerate config's mixed_precision: bf16" in error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("variable", "name"), [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")]
+)
+def test_a_gpu_only_launch_without_gpus_is_refused(tmp_path, capsys, monkeypatch, variable, name):
+    """configs/accelerate/fsdp.yaml and deepspeed_zero2.yaml launched on a machine (or with --use_cpu) without
+    GPUs: a message instead of silently training as plain data parallel on CPU."""
+    monkeypatch.setenv(variable, "true")
+    with pytest.raises(SystemExit) as stopped:
+        run_command("train", [SMOKE, "--output_dir", tmp_path / "out", "--use_cpu"])
+    assert stopped.value.code == 2
+    line = error_line(capsys)
+    assert f"asks for {name}, which needs GPUs" in line and "multi_cpu.yaml" in line
+    assert not (tmp_path / "out").exists()

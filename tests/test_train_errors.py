@@ -1,11 +1,10 @@
-"""Bad input to scripts/train.py: one line naming the cause, exit status 2, and the output folder untouched."""
+"""Bad input to `recurrent-transformer train`: one line naming the cause, exit status 2, and the output folder
+untouched (so the corrected command runs in the same folder)."""
 
 import subprocess
 
 import pytest
-from train_helpers import DATA_DIR, R8_TEST, R8_TRAIN, REPO_ROOT, SMOKE, files_under, launch_env, python, run_script
-
-pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"shared data not found at {DATA_DIR}")
+from train_helpers import R8_TEST, R8_TRAIN, REPO_ROOT, SMOKE, files_under, launch_env, python, run_command
 
 
 def write_csv(path, rows, header="text,label"):
@@ -22,7 +21,7 @@ def fails_with(capsys, output_dir, argv, message):
     """Run train.py with `argv` on top of smoke.yaml; check the exit status, the single line, the clean folder."""
     before = files_under(output_dir) if output_dir.exists() else None
     with pytest.raises(SystemExit) as stopped:
-        run_script("train", [SMOKE, "--output_dir", output_dir, *argv])
+        run_command("train", [SMOKE, "--output_dir", output_dir, *argv])
     assert stopped.value.code == 2
     error_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(error_lines) == 1, error_lines
@@ -91,7 +90,7 @@ def test_overwrite_output_dir_replaces_the_run(tmp_path):
     (output_dir / "checkpoints" / "step-0000099").mkdir(parents=True)
     (output_dir / "metrics.json").write_text("{}")
     (output_dir / "notes.txt").write_text("mine")
-    run_script(
+    run_command(
         "train",
         [SMOKE, "--output_dir", output_dir, "--overwrite_output_dir", "--max_steps", 1, "--disable_tqdm"],
     )
@@ -113,7 +112,15 @@ def test_hub_data_set_offline_says_how_to_pass_local_files(tmp_path):
     (without it the same message comes after the Hub client's retries, about 25 s here)."""
     output_dir = tmp_path / "out"
     completed = subprocess.run(
-        [python(), "scripts/train.py", "configs/train/agnews.yaml", "--output_dir", str(output_dir)],
+        [
+            python(),
+            "-m",
+            "recurrent_transformer",
+            "train",
+            "configs/train/agnews.yaml",
+            "--output_dir",
+            str(output_dir),
+        ],
         cwd=REPO_ROOT,
         env=launch_env(),
         capture_output=True,
@@ -129,17 +136,44 @@ def test_hub_data_set_offline_says_how_to_pass_local_files(tmp_path):
 
 
 def test_evaluate_script_refuses_unknown_labels(tmp_path, capsys):
-    """scripts/evaluate.py applies the same rule: labels the model was not trained on are named."""
+    """evaluate applies the same rule: labels the model was not trained on are named."""
     model_dir = tmp_path / "model"
-    run_script(
+    run_command(
         "train",
         [SMOKE, "--output_dir", model_dir, "--max_steps", 1, "--disable_tqdm", "--train_file", R8_TRAIN],
     )
     other = write_csv(tmp_path / "other.csv", ["some text,earn", "more text,sports"])
     with pytest.raises(SystemExit) as stopped:
-        run_script("evaluate", ["--model_dir", model_dir, "--data_file", other])
+        run_command("evaluate", ["--model_dir", model_dir, "--data_file", other])
     assert stopped.value.code == 2
     assert "labels the model does not know: ['sports']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        run_script("evaluate", ["--model_dir", tmp_path / "nothing", "--data_file", R8_TEST])
+        run_command("evaluate", ["--model_dir", tmp_path / "nothing", "--data_file", R8_TEST])
     assert "holds no config.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--learning_rate", "-0.001"], "learning_rate=-0.001 must be 0 or more"),
+        (["--per_device_train_batch_size", "0"], "per_device_train_batch_size=0 must be a positive integer"),
+        (["--gradient_accumulation_steps", "0"], "gradient_accumulation_steps=0 must be a positive integer"),
+        (["--warmup_ratio", "1.5"], "warmup_ratio=1.5 must be in [0, 1]"),
+        (["--max_steps", "0"], "max_steps=0 must be -1 (use num_train_epochs) or a positive integer"),
+        (["--validation_split", "1"], "validation_split=1.0 must be between 0 and 1"),
+        (
+            ["--model_config", "transformer-baseline", "--max_length", "1024"],
+            "max_length=1024 exceeds max_position_embeddings=512 of model config 'transformer-baseline'",
+        ),
+        (["--learnng_rate", "1e-3"], "unknown argument '--learnng_rate' (did you mean '--learning_rate'?)"),
+        (["--model_config", "missing.json"], "model config file 'missing.json' does not exist"),
+    ],
+    ids=["negative-lr", "batch-0", "accumulation-0", "warmup-ratio", "max-steps-0", "validation-split",
+         "max-length-over-positions", "mistyped-flag", "missing-config-file"],
+)  # fmt: skip
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, capsys, argv, message):
+    output_dir = tmp_path / "out"
+    fails_with(capsys, output_dir, argv, message)
+    # Nothing was written, so the corrected command runs in the same folder (no "already holds another run").
+    results = run_command("train", [SMOKE, "--output_dir", output_dir, "--max_steps", 1, "--disable_tqdm"])
+    assert results["global_step"] == 1

@@ -1,22 +1,20 @@
-"""scripts/train_lm.py end to end on a slice of tiny Shakespeare, and its bad-input messages."""
+"""`recurrent-transformer train-lm` end to end on a slice of tiny Shakespeare, and its bad-input messages."""
 
 import json
 
 import pytest
 import torch
-from train_helpers import REPO_ROOT, load_script
+from train_helpers import REPO_ROOT, SHAKESPEARE, run_command
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-# Loaded by file path: putting scripts/ on sys.path would make `import evaluate` find scripts/evaluate.py.
-train_lm = load_script("train_lm")
 
-
-def test_train_lm_trains_saves_and_samples(data_dir, tmp_path):
+def test_train_lm_trains_saves_and_samples(tmp_path):
     output_dir = tmp_path / "lm"
-    results = train_lm.main(
+    results = run_command(
+        "train-lm",
         [
             str(REPO_ROOT / "configs/train/shakespeare_char.yaml"),
-            "--text_file", str(data_dir / "tinyshakespeare/input.txt"),
+            "--text_file", str(SHAKESPEARE),
             "--output_dir", str(output_dir),
             "--max_iters", "30", "--eval_interval", "15", "--eval_iters", "2", "--warmup_iters", "5",
             "--lr_decay_iters", "30", "--sample_tokens", "70",  # past the 64 learned positions
@@ -48,7 +46,7 @@ def test_train_lm_trains_saves_and_samples(data_dir, tmp_path):
 )
 def test_train_lm_bad_input_gives_one_clear_message(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        train_lm.main(["--output_dir", str(tmp_path / "out"), *flags])
+        run_command("train-lm", ["--output_dir", str(tmp_path / "out"), *flags])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -56,6 +54,6 @@ def test_train_lm_bad_input_gives_one_clear_message(flags, message, tmp_path, ca
 def test_train_lm_refuses_to_overwrite_a_finished_run(tmp_path, capsys):
     (tmp_path / "results.json").write_text("{}")
     with pytest.raises(SystemExit):
-        train_lm.main(["--output_dir", str(tmp_path)])
+        run_command("train-lm", ["--output_dir", str(tmp_path)])
     assert "overwrite_output_dir" in capsys.readouterr().err
     assert (tmp_path / "results.json").read_text() == "{}"

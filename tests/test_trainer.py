@@ -6,7 +6,7 @@ import collections
 import numpy as np
 import pytest
 import torch
-from train_helpers import DATA_DIR, R8_TEST, R8_TRAIN, one_thread, reset_accelerate
+from train_helpers import R8_TEST, R8_TRAIN, one_thread, reset_accelerate
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
 from recurrent_transformer import RecurrentTransformerForSequenceClassification
@@ -20,8 +20,6 @@ from recurrent_transformer.data import (
 from recurrent_transformer.metrics import classification_metrics
 from recurrent_transformer.presets import load_preset
 
-pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"shared data not found at {DATA_DIR}")
-
 
 @pytest.fixture
 def fresh_accelerate():
@@ -31,9 +29,7 @@ def fresh_accelerate():
 
 
 def test_trainer_fine_tunes_saves_and_reloads(tmp_path, fresh_accelerate):
-    data = load_labelled_data(
-        train_file=R8_TRAIN, test_file=R8_TEST, max_train_samples=3000, max_eval_samples=200, max_test_samples=600
-    )
+    data = load_labelled_data(train_file=R8_TRAIN, test_file=R8_TEST)
     tokenizer = train_tokenizer(training_texts(data.splits["train"]), vocab_size=2000, model_max_length=64)
     tokenized = tokenize_splits(data.splits, tokenizer, max_length=64)
     config = load_preset(

@@ -5,9 +5,10 @@ column, reads the label names from the training split (sorted), and cuts a seede
 validation split from train when none is given; the test split is never used to choose anything.
 `train_tokenizer` fits a WordPiece or BPE tokenizer on the training text with BERT's normalizer and
 pre-tokenizer, so that every CJK character is its own pre-token, and wraps it as a `PreTrainedTokenizerFast`
-that `AutoTokenizer.from_pretrained` loads back. Bad input raises `DataError` with one message naming the cause.
+that `AutoTokenizer.from_pretrained` loads back. Bad input raises `cli.UsageError` with one message naming the cause.
 """
 
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.utils import logging
 
+from .cli import UsageError
+
 logger = logging.get_logger(__name__)
 
 # Special tokens in id order: [PAD] is 0, which the model configs use as pad_token_id.
@@ -27,10 +30,6 @@ FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "p
 # Split names a Hub data set may use for its validation data.
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "dev")
 TOKENIZER_ALGORITHMS = ("wordpiece", "bpe")
-
-
-class DataError(ValueError):
-    """Input data, paths or settings that cannot be used; the message names the cause."""
 
 
 @dataclass
@@ -50,13 +49,13 @@ class LabelledData:
 
 
 def check_data_file(path: str | Path, argument: str) -> Path:
-    """An existing file in a format `datasets` reads, else `DataError` naming the argument."""
+    """An existing file in a format `datasets` reads, else `UsageError` naming the argument."""
     path = Path(path)
     if not path.is_file():
         where = "" if path.is_absolute() else f" (relative to the current folder {Path.cwd()})"
-        raise DataError(f"{argument}: file {str(path)!r} does not exist{where}")
+        raise UsageError(f"{argument}: file {str(path)!r} does not exist{where}")
     if path.suffix.lower() not in FILE_FORMATS:
-        raise DataError(f"{argument}: {str(path)!r} is not one of the formats {sorted(FILE_FORMATS)}")
+        raise UsageError(f"{argument}: {str(path)!r} is not one of the formats {sorted(FILE_FORMATS)}")
     return path
 
 
@@ -70,18 +69,18 @@ def load_data_file(path: Path, name: str, cache_dir: str | None = None) -> datas
         return datasets.load_dataset(builder, data_files={name: str(path)}, split=name, cache_dir=cache_dir, **extra)
     except ValueError as error:
         if "corresponds to no data" in str(error):  # datasets' words for a file with no rows
-            raise DataError(f"{name} data is empty: {str(path)!r} has no rows") from error
-        raise DataError(f"could not read {name} data {str(path)!r}: {error}") from error
+            raise UsageError(f"{name} data is empty: {str(path)!r} has no rows") from error
+        raise UsageError(f"could not read {name} data {str(path)!r}: {error}") from error
     except (datasets.exceptions.DatasetGenerationError, OSError) as error:
         cause = error.__cause__ or error
-        raise DataError(f"could not read {name} data {str(path)!r}: {type(cause).__name__}: {cause}") from error
+        raise UsageError(f"could not read {name} data {str(path)!r}: {type(cause).__name__}: {cause}") from error
 
 
 def _load_hub(name: str, config_name: str | None, cache_dir: str | None) -> datasets.DatasetDict:
     try:
         return datasets.load_dataset(name, config_name, cache_dir=cache_dir)
     except (ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError) as error:
-        raise DataError(
+        raise UsageError(
             f"could not load the data set {name!r} from the Hugging Face Hub ({type(error).__name__}: {error}). "
             "Without a network, pass local files instead: --train_file path/train.csv --test_file path/test.csv "
             "(and --validation_file, or a validation split is cut from train)"
@@ -106,21 +105,21 @@ def _label_sort_key(label: str):
 
 
 def _clean_split(split: datasets.Dataset, name: str, text_column: str, label_column: str) -> datasets.Dataset:
-    """Only the columns `text` and `label` (str); `DataError` if a column, a row or a label is missing."""
+    """Only the columns `text` and `label` (str); `UsageError` if a column, a row or a label is missing."""
     missing = [column for column in (text_column, label_column) if column not in split.column_names]
     if missing:
-        raise DataError(
+        raise UsageError(
             f"{name} data has no column {' or '.join(repr(column) for column in missing)}; its columns are "
             f"{split.column_names} (choose them with --text_column and --label_column)"
         )
     if len(split) == 0:
-        raise DataError(f"{name} data is empty: it has a header but no rows")
+        raise UsageError(f"{name} data is empty: it has a header but no rows")
     split = split.select_columns([text_column, label_column])
     if text_column != "text" or label_column != "label":
         split = split.rename_columns({text_column: "text", label_column: "label"})
     missing_labels = sum(label is None or label == "" for label in split["label"])
     if missing_labels:
-        raise DataError(f"{name} data has {missing_labels} rows without a label in column {label_column!r}")
+        raise UsageError(f"{name} data has {missing_labels} rows without a label in column {label_column!r}")
     split = _as_string_labels(split)
     if any(text is None for text in split["text"]):
         split = split.map(lambda batch: {"text": [text or "" for text in batch["text"]]}, batched=True)
@@ -149,13 +148,13 @@ def load_labelled_data(
     slices are seeded random subsets, taken after the validation split is cut.
     """
     if (dataset_name is None) == (train_file is None):
-        raise DataError("give either a Hub data set (--dataset_name) or local files (--train_file ...), not both")
+        raise UsageError("give either a Hub data set (--dataset_name) or local files (--train_file ...), not both")
     if not 0 < validation_split < 1:
-        raise DataError(f"validation_split must lie between 0 and 1, got {validation_split}")
+        raise UsageError(f"validation_split must lie between 0 and 1, got {validation_split}")
     if dataset_name is not None:
         raw = _load_hub(dataset_name, dataset_config_name, cache_dir)
         if "train" not in raw:
-            raise DataError(f"the data set {dataset_name!r} has no 'train' split; its splits are {list(raw)}")
+            raise UsageError(f"the data set {dataset_name!r} has no 'train' split; its splits are {list(raw)}")
         splits = {"train": raw["train"]}
         validation_name = next((name for name in VALIDATION_SPLIT_NAMES if name in raw), None)
         if validation_name is not None:
@@ -176,7 +175,7 @@ def load_labelled_data(
         if name in splits:
             unseen = sorted(set(splits[name]["label"]) - set(label_names), key=_label_sort_key)
             if unseen:
-                raise DataError(
+                raise UsageError(
                     f"{name} data has labels never seen in the training data: {unseen}; training labels are "
                     f"{label_names}"
                 )
@@ -191,10 +190,20 @@ def load_labelled_data(
     return LabelledData(datasets.DatasetDict(splits), label_names)
 
 
+def split_fingerprint(split: datasets.Dataset) -> str:
+    """A short SHA-256 of a split's rows (label name and text, in order): the same rows give the same value on any
+    machine and from any path, so a model card can tell whether a comparison ran on the data its model saw."""
+    digest = hashlib.sha256()
+    names = split.features["label"].names
+    for text, label in zip(split["text"], split["label"], strict=True):
+        digest.update(f"{names[label]}\t{text}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def split_validation(train: datasets.Dataset, fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
     """Cut a seeded validation split from train, stratified by label unless a class is too small for it."""
     if len(train) < 2:
-        raise DataError(f"training data has {len(train)} row: too few to cut a validation split from it")
+        raise UsageError(f"training data has {len(train)} row: too few to cut a validation split from it")
     try:
         parts = train.train_test_split(test_size=fraction, seed=seed, stratify_by_column="label")
     except ValueError as error:
@@ -214,9 +223,9 @@ def train_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """Fit a WordPiece or BPE vocabulary on `texts`; special tokens are [PAD]=0, [UNK], [CLS], [SEP], [MASK]."""
     if algorithm not in TOKENIZER_ALGORITHMS:
-        raise DataError(f"tokenizer algorithm {algorithm!r} is not one of {TOKENIZER_ALGORITHMS}")
+        raise UsageError(f"tokenizer algorithm {algorithm!r} is not one of {TOKENIZER_ALGORITHMS}")
     if vocab_size <= len(SPECIAL_TOKENS):
-        raise DataError(f"tokenizer_vocab_size={vocab_size} leaves no room beside the {len(SPECIAL_TOKENS)} specials")
+        raise UsageError(f"tokenizer_vocab_size={vocab_size} leaves no room beside the {len(SPECIAL_TOKENS)} specials")
     # Both models mark word-inner pieces with "##" so one decoder serves both.
     if algorithm == "wordpiece":
         model = models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##")
@@ -245,8 +254,14 @@ def train_tokenizer(
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
+    return wrap_tokenizer(tokenizer, model_max_length)
+
+
+def wrap_tokenizer(backend: Tokenizer, model_max_length: int) -> PreTrainedTokenizerFast:
+    """A trained `tokenizers.Tokenizer` as the transformers tokenizer that `AutoTokenizer` saves and loads back,
+    with this package's special tokens (also how a process receives the tokenizer another process trained)."""
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
+        tokenizer_object=backend,
         pad_token="[PAD]",
         unk_token="[UNK]",
         cls_token="[CLS]",
@@ -261,7 +276,7 @@ def load_tokenizer(name_or_path: str, model_max_length: int | None = None) -> Pr
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as error:
-        raise DataError(f"could not load the tokenizer {name_or_path!r}: {error}") from error
+        raise UsageError(f"could not load the tokenizer {name_or_path!r}: {error}") from error
     if tokenizer.pad_token is None:
         tokenizer.add_special_tokens({"pad_token": "[PAD]"})
     if model_max_length is not None:

@@ -1,9 +1,10 @@
-"""Several comparisons side by side: one table and one plot of every model's score on every data set.
+"""`recurrent-transformer compare-summary`: several comparisons side by side, one table and one plot of every model's
+score on every data set.
 
-    python scripts/compare_summary.py runs/compare/r8 runs/compare/trec runs/compare/sst2 runs/compare/thucnews \
-        --output docs/comparison.png
+    recurrent-transformer compare-summary runs/compare/r8 runs/compare/trec runs/compare/sst2 \
+        runs/compare/thucnews --output docs/comparison.png
 
-Each argument is a scripts/compare.py output folder; its results.json holds each model's mean and std over seeds.
+Each argument is an output folder of `recurrent-transformer compare`; its results.json holds each model's mean and std over seeds.
 The table (printed, and written as .md beside the plot, with .json) has one line per data set (the folder's name)
 and one column per model: accuracy, then macro F1, in % as mean ± std; a last column says whether the first preset
 (the hybrid; '+MLM' rows aside) beat every other neural model on mean accuracy. The plot shows the accuracies as
@@ -11,40 +12,36 @@ grouped bars with the std as error bars. Bad input (a missing folder or results.
 and exits with status 2.
 """
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
-from recurrent_transformer.cli import unshadow_libraries
-from recurrent_transformer.compare import MLM_SUFFIX, SVM_LABEL, format_score
+from ..cli import PositionalParser, UsageError, run_command
+from ..files import write_json
+from .baseline import SVM_LABEL
+from .report import MLM_SUFFIX, format_score
 
-unshadow_libraries(__file__)
-
-RESULTS_FILE = "results.json"  # scripts/compare.py writes it
-
-
-class SummaryError(ValueError):
-    """Bad input, reported as one line."""
+RESULTS_FILE = "results.json"  # the comparison writes it
 
 
 def read_results(folder: Path) -> dict:
     path = folder / RESULTS_FILE
     if not folder.is_dir():
-        raise SummaryError(f"{folder} is not a folder: expected an output folder of scripts/compare.py")
+        raise UsageError(f"{folder} is not a folder: expected an output folder of `recurrent-transformer compare`")
     if not path.is_file():
-        raise SummaryError(f"{path} is missing: the comparison has not finished (or the folder is not one)")
+        raise UsageError(f"{path} is missing: the comparison has not finished (or the folder is not one)")
     try:
         results = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise SummaryError(f"{path} is not valid JSON ({error})") from error
+        raise UsageError(f"{path} is not valid JSON ({error})") from error
     rows = results.get("rows") if isinstance(results, dict) else None
     if (
         not rows
         or "split" not in results
         or any(key not in row.get("summary", {}) for row in rows for key in ("accuracy", "f1_macro"))
     ):
-        raise SummaryError(f"{path} is not a results.json of scripts/compare.py (rows with accuracy and f1_macro)")
+        raise UsageError(
+            f"{path} is not a results.json of `recurrent-transformer compare` (rows with accuracy and f1_macro)"
+        )
     return results
 
 
@@ -119,35 +116,34 @@ def plot(models: list[str], lines: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def run(folders: list[str], output: str) -> dict:
+def summarize_folders(folders: list[str], output: str) -> dict:
     comparisons = {Path(folder).name: read_results(Path(folder)) for folder in folders}
     if len(comparisons) != len(folders):
-        raise SummaryError(f"the folders {folders} share a name: the table could not tell them apart")
+        raise UsageError(f"the folders {folders} share a name: the table could not tell them apart")
     models, lines = summarize(comparisons)
     path = Path(output)
     if path.suffix.lower() != ".png":
-        raise SummaryError(f"--output {output!r} must end in .png (the table goes beside it as .md and .json)")
+        raise UsageError(f"--output {output!r} must end in .png (the table goes beside it as .md and .json)")
     path.parent.mkdir(parents=True, exist_ok=True)
     text = markdown(models, lines)
     plot(models, lines, path)
     path.with_suffix(".md").write_text(text)
     summary = {"models": models, "data_sets": lines}
-    path.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(path.with_suffix(".json"), summary)
     print(text)
     return summary
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="+", help="scripts/compare.py output folders, one per data set")
+def run(argv: list[str]) -> dict:
+    parser = PositionalParser(prog="recurrent-transformer compare-summary", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "folders", nargs="+", help="output folders of `recurrent-transformer compare`, one per data set"
+    )
     parser.add_argument("--output", required=True, help="the plot (.png); the table is written beside it")
     args = parser.parse_args(argv)
-    try:
-        return run(args.folders, args.output)
-    except SummaryError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return summarize_folders(args.folders, args.output)
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: list[str] | None = None) -> dict:
+    """Summarize as the command line says. Bad input: one `error:` line, exit status 2."""
+    return run_command(run, argv)

@@ -1,7 +1,8 @@
-"""Export a trained sequence classifier to ONNX and check it against the eager model with onnxruntime.
+"""`recurrent-transformer export-onnx`: a trained sequence classifier to ONNX, checked against the eager model with
+onnxruntime.
 
-    python scripts/export_onnx.py --model_dir runs/r8                       # writes runs/r8/onnx/model.onnx
-    python scripts/export_onnx.py --model_dir runs/r8 --output runs/r8.onnx --opset 17
+    recurrent-transformer export-onnx --model_dir runs/r8                   # writes runs/r8/onnx/model.onnx
+    recurrent-transformer export-onnx --model_dir runs/r8 --output runs/r8.onnx --opset 17
 
 The graph takes `input_ids` and `attention_mask` (int64, dynamic batch and sequence axes) and returns `logits`.
 It is checked on a padded batch of texts of different lengths: the largest absolute difference from the eager
@@ -15,20 +16,18 @@ records the packed path, which is exact for unpadded batches too, and maps pack_
 ONNX's recurrent operators with `sequence_lens`. So the example batch is always padded.
 """
 
-import sys
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-import recurrent_transformer  # noqa: F401  (registers the model with the Auto classes)
-from recurrent_transformer.cli import unshadow_libraries
-
-unshadow_libraries(__file__)  # scripts/evaluate.py must not stand in for the evaluate library
+from .cli import UsageError, parse_arguments, run_command
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
+CLASSIFIER = "RecurrentTransformerForSequenceClassification"
 # Texts of different lengths: the traced example must hold padding (see the module docstring).
 EXAMPLE_TEXTS = [
     "the company said net profit rose in the first quarter on higher sales of oil and grain",
@@ -37,40 +36,60 @@ EXAMPLE_TEXTS = [
 ]
 
 
-class ExportError(ValueError):
-    """Bad input or a failed check: printed as one line, exit status 2."""
-
-
 @dataclass
 class ExportArguments:
-    model_dir: str = field(metadata={"help": "a saved sequence classifier with its tokenizer (scripts/train.py)"})
+    model_dir: str = field(
+        metadata={"help": "a saved sequence classifier with its tokenizer (recurrent-transformer train)"}
+    )
     output: str | None = field(default=None, metadata={"help": "the .onnx file; unset: <model_dir>/onnx/model.onnx"})
     opset: int = field(default=17, metadata={"help": "ONNX opset version"})
     atol: float = field(default=1e-4, metadata={"help": "largest allowed |onnx - eager| on the padded check batch"})
-
-
-def parse_args(argv: list[str] | None = None) -> ExportArguments:
-    (args,) = HfArgumentParser(ExportArguments).parse_args_into_dataclasses(args=argv)
-    return args
 
 
 def load(model_dir: str):
     folder = Path(model_dir)
     for name, expected in (("config.json", "the model's config"), ("model.safetensors", "the trained weights")):
         if not (folder / name).is_file():
-            raise ExportError(f"{folder / name} not found: expected {expected} (save_pretrained)")
+            raise UsageError(f"{folder / name} not found: expected {expected} (save_pretrained)")
+    check_exportable(folder, json.loads((folder / "config.json").read_text()))
     try:
         model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as error:
-        raise ExportError(f"could not load a sequence classifier and tokenizer from {folder}: {error}") from error
+        raise UsageError(f"could not load a sequence classifier and tokenizer from {folder}: {error}") from error
     return model, tokenizer
+
+
+def check_exportable(folder: Path, config: dict) -> None:
+    """Refuse what the traced graph cannot reproduce: another head (loading it as a classifier would export a freshly
+    initialised score layer), and layers whose traced loops depend on the example's length (minGRU's scan, local
+    windows, blockwise sliding-window attention): the graph would be exact for that length only."""
+    architectures = config.get("architectures") or []
+    if architectures != [CLASSIFIER]:
+        raise UsageError(
+            f"{folder} holds {architectures or 'no architectures entry'}: the exporter takes a sequence classifier "
+            f"({CLASSIFIER}, as `recurrent-transformer train` saves)"
+        )
+    reasons = {
+        "recurrent_cell 'mingru' (its parallel scan unrolls to the traced length)": config.get("recurrent_cell")
+        == "mingru"
+        and any(kind != "full_attention" for kind in config.get("layer_types", [])),
+        "recurrent_window (local windows unfold to the traced length)": config.get("recurrent_window") is not None,
+        "'hybrid_sliding' layers (blockwise attention follows the traced length)": "hybrid_sliding"
+        in config.get("layer_types", []),
+    }
+    refused = [reason for reason, applies in reasons.items() if applies]
+    if refused:
+        raise UsageError(
+            f"{folder} cannot be exported to ONNX exactly: {'; '.join(refused)}; lstm, gru and rnn "
+            "cells over whole sequences export exactly"
+        )
 
 
 def padded_batch(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
     batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
     if bool(batch["attention_mask"].all()):
-        raise ExportError("the example batch has no padding: the traced graph would miss the padded path")
+        raise UsageError("the example batch has no padding: the traced graph would miss the padded path")
     return {name: batch[name] for name in INPUT_NAMES}
 
 
@@ -102,7 +121,7 @@ def max_difference(model, session, batch: dict[str, torch.Tensor]) -> float:
     return float((torch.from_numpy(exported) - eager).abs().max())
 
 
-def run(args: ExportArguments) -> dict:
+def export_and_check(args: ExportArguments) -> dict:
     model, tokenizer = load(args.model_dir)
     output = Path(args.output) if args.output else Path(args.model_dir) / "onnx" / "model.onnx"
     export(model, padded_batch(tokenizer, EXAMPLE_TEXTS[:2]), output, args.opset)
@@ -115,19 +134,16 @@ def run(args: ExportArguments) -> dict:
     # Another batch size and other lengths than the traced example's, with padding.
     difference = max_difference(model, session, padded_batch(tokenizer, EXAMPLE_TEXTS[::-1]))
     if difference > args.atol:
-        raise ExportError(f"{output}: onnxruntime's logits differ from eager by {difference:.3g} > atol={args.atol}")
+        raise UsageError(f"{output}: onnxruntime's logits differ from eager by {difference:.3g} > atol={args.atol}")
     print(f"wrote {output}; onnxruntime vs eager on a padded batch: max abs difference {difference:.3g}")
     return {"output": str(output), "max_abs_difference": difference}
 
 
+def run(argv: list[str]) -> dict:
+    (args,) = parse_arguments((ExportArguments,), argv)
+    return export_and_check(args)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """Export and check; returns the file and the measured difference. Errors: one line, exit status 2."""
-    try:
-        return run(parse_args(argv))
-    except ExportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()
+    """Export and check; returns the file and the measured difference. Errors: one `error:` line, exit status 2."""
+    return run_command(run, argv)

@@ -1,36 +1,82 @@
-"""Character-level language modelling on tiny Shakespeare: train causal presets, compare validation loss, sample.
+"""`recurrent-transformer train-lm`: character-level language modelling on plain text (tiny Shakespeare by default):
+causal presets trained on the same batches from the same seed, their validation losses compared, samples printed.
 
-Run from the repository root:
+    recurrent-transformer train-lm configs/train/shakespeare_char.yaml
+    recurrent-transformer train-lm configs/train/shakespeare_char.yaml --model_configs char-hybrid --max_iters 200
 
-    python scripts/train_lm.py configs/train/shakespeare_char.yaml
-    python scripts/train_lm.py configs/train/shakespeare_char.yaml --model_configs char-hybrid --max_iters 200
-
-The settings in shakespeare_char.yaml are nanoGPT's CPU settings for shakespeare_char (block 64, batch 12,
-2,000 iterations, AdamW lr 1e-3 decaying to 1e-4 over 2,000 iterations with 100 warm-up steps, beta2 0.99,
-dropout 0). Every preset named in `--model_configs` trains on the same batches from the same seed. The first
-90 % of the text trains, the last 10 % validates. Each model is saved with its character tokenizer under
-`output_dir/<preset>/` (loadable with `AutoModelForCausalLM` and `pipeline("text-generation")`); `results.json`
-and `results.md` hold the table printed at the end: validation loss (nanoGPT's estimate over `eval_iters` random
-batches, and the exact loss over every 64-character block of the validation split), parameters and wall time.
+The settings in shakespeare_char.yaml are nanoGPT's CPU settings for shakespeare_char (block 64, batch 12, 2,000
+iterations, AdamW lr 1e-3 decaying to 1e-4 over 2,000 iterations with 100 warm-up steps, beta2 0.99, dropout 0). The
+first 90 % of the text trains, the last 10 % validates. Each model is saved with its character tokenizer under
+`output_dir/<preset>/` (loadable with `AutoModelForCausalLM` and `pipeline("text-generation")`); `results.json` and
+`results.md` hold the table printed at the end: validation loss (nanoGPT's estimate over `eval_iters` random batches,
+and the exact loss over every block of the validation split), parameters and wall time.
 """
 
 import json
-import logging
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import set_seed
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, set_seed
+from transformers.utils import logging
 
-from recurrent_transformer import RecurrentTransformerForCausalLM
-from recurrent_transformer.char_lm import all_blocks, char_tokenizer, encode_text, random_blocks, read_text_splits
-from recurrent_transformer.cli import ArgumentError, parse_yaml_and_flags
-from recurrent_transformer.presets import load_preset
+from ..cli import UsageError, parse_arguments, run_command
+from ..files import check_output_dir, write_json
+from ..modeling_recurrent_transformer import RecurrentTransformerForCausalLM
+from ..presets import load_preset, preset_source
+from .build import build_optimizer
 
-logger = logging.getLogger("train_lm")
+logger = logging.get_logger(__name__)
+
+PAD, UNK = "[PAD]", "[UNK]"
+
+
+def char_tokenizer(text: str, model_max_length: int | None = None) -> PreTrainedTokenizerFast:
+    """One token per character seen in `text` (sorted), plus [PAD]=0 and [UNK]=1; decoding joins characters."""
+    vocab = {PAD: 0, UNK: 1}
+    for char in sorted(set(text)):
+        vocab.setdefault(char, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tokenizer.decoder = decoders.Fuse()
+    extra = {"model_max_length": model_max_length} if model_max_length else {}
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD, unk_token=UNK, **extra)
+
+
+def encode_text(tokenizer: PreTrainedTokenizerFast, text: str) -> torch.Tensor:
+    """The whole text as one long tensor of ids (a dictionary lookup per character: fast on megabytes)."""
+    vocab = tokenizer.get_vocab()
+    unk = vocab[UNK]
+    return torch.tensor([vocab.get(char, unk) for char in text], dtype=torch.long)
+
+
+def read_text_splits(path: str | Path, train_fraction: float) -> tuple[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"text_file {str(path)!r} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if len(text) < 10:
+        raise UsageError(f"text_file {str(path)!r} holds {len(text)} characters: too little to train on")
+    cut = int(len(text) * train_fraction)
+    return text[:cut], text[cut:]
+
+
+def random_blocks(ids: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator):
+    """`batch_size` random windows of `block_size + 1` tokens: inputs and next-token targets (nanoGPT's get_batch)."""
+    starts = torch.randint(len(ids) - block_size - 1, (batch_size,), generator=generator)
+    windows = torch.stack([ids[start : start + block_size + 1] for start in starts.tolist()])
+    return windows[:, :-1], windows[:, 1:]
+
+
+def all_blocks(ids: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split cut into consecutive non-overlapping blocks (for an exact, deterministic validation loss)."""
+    count = (len(ids) - 1) // block_size
+    inputs = ids[: count * block_size].view(count, block_size)
+    targets = ids[1 : count * block_size + 1].view(count, block_size)
+    return inputs, targets
 
 
 @dataclass
@@ -81,14 +127,6 @@ def build_model(preset: str, tokenizer, args: LMArguments) -> RecurrentTransform
     return RecurrentTransformerForCausalLM(config)
 
 
-def build_optimizer(model, args: LMArguments) -> torch.optim.AdamW:
-    """Weight decay on matrices only (nanoGPT): not on biases, norms or embeddings' 1-D parameters."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.beta1, args.beta2))
-
-
 @torch.no_grad()
 def estimate_loss(model, ids: torch.Tensor, args: LMArguments, generator: torch.Generator) -> float:
     model.eval()
@@ -121,7 +159,7 @@ def exact_loss(model, ids: torch.Tensor, args: LMArguments, batch_size: int = 25
 def train_one(preset: str, tokenizer, train_ids, val_ids, args: LMArguments) -> dict:
     set_seed(args.seed)
     model = build_model(preset, tokenizer, args).train()
-    optimizer = build_optimizer(model, args)
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, (args.beta1, args.beta2))
     batches = torch.Generator().manual_seed(args.seed)
     evaluation = torch.Generator().manual_seed(args.seed + 1)
     curve = []
@@ -130,7 +168,7 @@ def train_one(preset: str, tokenizer, train_ids, val_ids, args: LMArguments) -> 
         if step % args.eval_interval == 0 or step == args.max_iters:
             val_loss = estimate_loss(model, val_ids, args, evaluation)
             curve.append({"step": step, "val_loss": val_loss, "seconds": time.perf_counter() - start})
-            logger.info("%s step %d: val loss %.4f (%.0f s)", preset, step, val_loss, curve[-1]["seconds"])
+            logger.info(f"{preset} step {step}: val loss {val_loss:.4f} ({curve[-1]['seconds']:.0f} s)")
         if step == args.max_iters:
             break
         for group in optimizer.param_groups:
@@ -192,40 +230,52 @@ def results_table(results: list[dict], args: LMArguments) -> str:
     return "\n".join(lines)
 
 
-def check_output_dir(args: LMArguments) -> None:
-    results = Path(args.output_dir) / "results.json"
-    if results.exists() and not args.overwrite_output_dir:
-        raise ArgumentError(
-            f"output_dir {args.output_dir!r} already holds a run (results.json); pass --overwrite_output_dir to "
-            "replace it or choose another --output_dir"
-        )
+# (field, test, what it must be) for the settings that have a range.
+RANGES = [
+    *[(name, lambda value: value >= 1, "a positive integer")
+      for name in ("block_size", "batch_size", "max_iters", "eval_interval", "eval_iters", "lr_decay_iters")],
+    *[(name, lambda value: value >= 0, "0 or more")
+      for name in ("warmup_iters", "weight_decay", "grad_clip", "threads", "sample_tokens", "min_lr")],
+    ("learning_rate", lambda value: value > 0, "above 0"),
+    ("train_fraction", lambda value: 0 < value < 1, "between 0 and 1"),
+    *[(name, lambda value: 0 <= value < 1, "in [0, 1)") for name in ("beta1", "beta2")],
+]  # fmt: skip
 
 
-def run(argv: list[str] | None = None) -> list[dict]:
-    (args,) = parse_yaml_and_flags((LMArguments,), argv)
+def check_settings(args: LMArguments) -> list[str]:
+    """Every check that needs no text; touches nothing. Returns the presets."""
+    for name, test, expected in RANGES:
+        if not test(getattr(args, name)):
+            raise UsageError(f"{name}={getattr(args, name)!r} must be {expected}")
     presets = [name.strip() for name in args.model_configs.split(",") if name.strip()]
+    if not presets:
+        raise UsageError("model_configs names no preset")
     for preset in presets:
         try:
-            load_preset(preset)  # fail on an unknown preset before any training
+            preset_source(preset)
         except ValueError as error:
-            raise ArgumentError(str(error)) from None
-    check_output_dir(args)
+            raise UsageError(str(error)) from None
+    check_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, can_resume=False, held={"results.json"})
+    return presets
+
+
+def train_language_models(args: LMArguments) -> list[dict]:
+    """Every preset on the same batches; writes each model, results.json and results.md; returns the results."""
+    presets = check_settings(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        train_text, val_text = read_text_splits(args.text_file, args.train_fraction)
-    except (FileNotFoundError, ValueError) as error:
-        raise ArgumentError(str(error)) from None
+    train_text, val_text = read_text_splits(args.text_file, args.train_fraction)
+    if len(val_text) <= args.block_size + 1:
+        raise UsageError(f"text_file {args.text_file!r}: its validation part is shorter than block_size + 1")
     tokenizer = char_tokenizer(train_text + val_text, model_max_length=args.block_size)
     train_ids, val_ids = encode_text(tokenizer, train_text), encode_text(tokenizer, val_text)
-    logger.info("arguments: %s", json.dumps(asdict(args)))
-    logger.info("%d training and %d validation characters, vocabulary %d", len(train_ids), len(val_ids), len(tokenizer))
+    logger.info(f"arguments: {json.dumps(asdict(args))}")
+    logger.info(f"{len(train_ids)} training and {len(val_ids)} validation characters, vocabulary {len(tokenizer)}")
 
     results = [train_one(preset, tokenizer, train_ids, val_ids, args) for preset in presets]
     table = results_table(results, args)
     output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps({"arguments": asdict(args), "results": results}, indent=2))
+    write_json(output_dir / "results.json", {"arguments": asdict(args), "results": results})
     (output_dir / "results.md").write_text(table + "\n")
     print(table)
     for result in results:
@@ -233,14 +283,11 @@ def run(argv: list[str] | None = None) -> list[dict]:
     return results
 
 
+def run(argv: list[str]) -> list[dict]:
+    (args,) = parse_arguments((LMArguments,), argv)
+    return train_language_models(args)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
-    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
-    try:
-        return run(argv)
-    except ArgumentError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()
+    """Train and compare as the command line says; returns the results. Bad input: one `error:` line, exit 2."""
+    return run_command(run, argv)

@@ -1,19 +1,19 @@
-"""Score a saved classifier folder on a labelled file; write the metrics as JSON (and a confusion-matrix PNG).
+"""`recurrent-transformer evaluate`: score a saved classifier folder on a labelled file; write the metrics as JSON
+(and a confusion-matrix PNG).
 
-    python scripts/evaluate.py --model_dir runs/r8 --data_file ../shared/data/r8/test.csv
-    python scripts/evaluate.py --model_dir runs/r8 --data_file ../shared/data/r8/test.csv \
+    recurrent-transformer evaluate --model_dir runs/r8 --data_file ../shared/data/r8/test.csv
+    recurrent-transformer evaluate --model_dir runs/r8 --data_file ../shared/data/r8/test.csv \
         --output_file runs/r8/eval-test.json --confusion_matrix runs/r8/eval-test.png
-    accelerate launch --config_file configs/accelerate/multi_cpu.yaml scripts/evaluate.py --model_dir runs/r8 \
-        --data_file ../shared/data/r8/test.csv
+    accelerate launch --config_file configs/accelerate/multi_cpu.yaml -m recurrent_transformer evaluate \
+        --model_dir runs/r8 --data_file ../shared/data/r8/test.csv
 
-The folder is what scripts/train.py writes (or any `save_pretrained` output with a tokenizer): the model loads
+The folder is what `recurrent-transformer train` writes (or any `save_pretrained` output with a tokenizer): the model loads
 through `AutoModelForSequenceClassification`, its label names come from `config.id2label`, and the file's
 labels must be among them. `max_length` defaults to the tokenizer's `model_max_length`, the length the model was
 trained with. Bad input prints one line naming the cause and exits with status 2.
 """
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,14 +21,12 @@ import datasets
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-import recurrent_transformer  # noqa: F401  (registers the model with the Auto classes)
-from recurrent_transformer.cli import unshadow_libraries
-from recurrent_transformer.data import DataError, check_data_file, load_data_file, make_collator
-from recurrent_transformer.metrics import METRIC_BACKENDS, classification_metrics, save_confusion_matrix
-
-unshadow_libraries(__file__)  # scripts/evaluate.py must not stand in for the evaluate library
+from .cli import UsageError, parse_arguments, run_command
+from .data import check_data_file, load_data_file, make_collator
+from .files import write_json
+from .metrics import METRIC_BACKENDS, classification_metrics, save_confusion_matrix
 
 
 @dataclass
@@ -45,20 +43,15 @@ class EvaluateArguments:
     use_cpu: bool = field(default=False, metadata={"help": "score on CPU even when an accelerator is present"})
 
 
-def parse_args(argv: list[str] | None = None) -> EvaluateArguments:
-    (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
-    return args
-
-
 def load_model(model_dir: str):
     path = Path(model_dir)
     if not (path / "config.json").is_file():
-        raise DataError(f"model_dir {model_dir!r} holds no config.json: not a saved model folder")
+        raise UsageError(f"model_dir {model_dir!r} holds no config.json: not a saved model folder")
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:
-        raise DataError(f"could not load the model in {model_dir!r}: {error}") from error
+        raise UsageError(f"could not load the model in {model_dir!r}: {error}") from error
     return model, tokenizer
 
 
@@ -66,15 +59,15 @@ def load_split(args: EvaluateArguments, label2id: dict[str, int]) -> datasets.Da
     split = load_data_file(check_data_file(args.data_file, "data_file"), "data")
     missing = [column for column in (args.text_column, args.label_column) if column not in split.column_names]
     if missing:
-        raise DataError(
+        raise UsageError(
             f"{args.data_file} has no column {' or '.join(map(repr, missing))}; its columns are {split.column_names}"
         )
     if len(split) == 0:
-        raise DataError(f"{args.data_file} is empty: it has a header but no rows")
+        raise UsageError(f"{args.data_file} is empty: it has a header but no rows")
     labels = [str(label) for label in split[args.label_column]]
     unknown = sorted(set(labels) - set(label2id))
     if unknown:
-        raise DataError(f"{args.data_file} has labels the model does not know: {unknown}; it knows {sorted(label2id)}")
+        raise UsageError(f"{args.data_file} has labels the model does not know: {unknown}; it knows {sorted(label2id)}")
     return datasets.Dataset.from_dict(
         {"text": [text or "" for text in split[args.text_column]], "labels": [label2id[label] for label in labels]}
     )
@@ -82,7 +75,7 @@ def load_split(args: EvaluateArguments, label2id: dict[str, int]) -> datasets.Da
 
 def evaluate(args: EvaluateArguments) -> dict:
     if args.metrics_backend not in METRIC_BACKENDS:
-        raise DataError(f"metrics_backend={args.metrics_backend!r} is not one of {METRIC_BACKENDS}")
+        raise UsageError(f"metrics_backend={args.metrics_backend!r} is not one of {METRIC_BACKENDS}")
     model, tokenizer = load_model(args.model_dir)
     label_names = [model.config.id2label[index] for index in range(model.config.num_labels)]
     split = load_split(args, {name: index for index, name in enumerate(label_names)})
@@ -110,7 +103,7 @@ def evaluate(args: EvaluateArguments) -> dict:
     if accelerator.is_main_process:
         if args.output_file:
             Path(args.output_file).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output_file).write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+            write_json(args.output_file, scores)
         if args.confusion_matrix:
             save_confusion_matrix(scores["confusion_matrix"], label_names, args.confusion_matrix, title=args.data_file)
         headline = {key: scores[key] for key in ("accuracy", "f1_macro", "f1_weighted", "num_samples")}
@@ -118,14 +111,11 @@ def evaluate(args: EvaluateArguments) -> dict:
     return scores
 
 
+def run(argv: list[str]) -> dict:
+    (args,) = parse_arguments((EvaluateArguments,), argv)
+    return evaluate(args)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """Score as the command line says; returns the metrics. Bad input: one line on stderr, exit status 2."""
-    try:
-        return evaluate(parse_args(argv))
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()
+    """Score as the command line says; returns the metrics. Bad input: one `error:` line, exit status 2."""
+    return run_command(run, argv)

@@ -1,0 +1,180 @@
+"""What a training run is built from: the data splits, the tokenizer (one rule for every command), the model
+config, the model and its optimizer; each builder raises `UsageError` for input it cannot use."""
+
+import json
+from pathlib import Path
+
+import torch
+from accelerate.utils import broadcast_object_list
+from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
+from safetensors import safe_open
+from tokenizers import Tokenizer
+from transformers import get_scheduler
+
+from ..cli import UsageError
+from ..configuration_recurrent_transformer import RecurrentTransformerConfig
+from ..data import LabelledData, load_labelled_data, load_tokenizer, train_tokenizer, training_texts, wrap_tokenizer
+from ..modeling_recurrent_transformer import RecurrentTransformerForSequenceClassification
+from ..presets import load_preset, preset_source
+from .arguments import DataArguments, ModelArguments
+
+CONFIG_ERRORS = (ValueError, TypeError, StrictDataclassClassValidationError, StrictDataclassFieldValidationError)
+
+
+def build_datasets(data_args: DataArguments, seed: int) -> LabelledData:
+    return load_labelled_data(
+        dataset_name=data_args.dataset_name,
+        dataset_config_name=data_args.dataset_config_name,
+        train_file=data_args.train_file,
+        validation_file=data_args.validation_file,
+        test_file=data_args.test_file,
+        text_column=data_args.text_column,
+        label_column=data_args.label_column,
+        validation_split=data_args.validation_split,
+        seed=seed,
+        max_train_samples=data_args.max_train_samples,
+        max_eval_samples=data_args.max_eval_samples,
+        max_test_samples=data_args.max_test_samples,
+    )
+
+
+def parse_overrides(text: str | None) -> dict:
+    """'a=1,b=0.5,c=gelu' -> {'a': 1, 'b': 0.5, 'c': 'gelu'}: values read as JSON where they parse, an integer
+    given for a float field of the config made a float (the config's strict type check would refuse it)."""
+    fields = RecurrentTransformerConfig.__dataclass_fields__
+    overrides = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"config_overrides: {item!r} is not key=value")
+        key = key.strip()
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value.strip()
+        if key in fields and fields[key].type in (float, float | None) and type(overrides[key]) is int:
+            overrides[key] = float(overrides[key])
+    return overrides
+
+
+def preset_config(model_args: ModelArguments, **values) -> RecurrentTransformerConfig:
+    """The preset with the run's overrides and `values`; `UsageError` naming the preset if it is invalid."""
+    try:
+        preset_source(model_args.model_config)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    try:
+        return load_preset(model_args.model_config, **values, **parse_overrides(model_args.config_overrides))
+    except CONFIG_ERRORS as error:
+        raise UsageError(f"model config {model_args.model_config!r}: {error}") from error
+
+
+def check_model_settings(model_args: ModelArguments) -> RecurrentTransformerConfig:
+    """The checks on the model that need no data: the preset and its overrides, `max_length` against learned
+    absolute positions, and the `init_from` folder. Returns the preset's config (vocabulary and labels not set)."""
+    config = preset_config(model_args)
+    if config.position_embedding_type == "absolute" and model_args.max_length > config.max_position_embeddings:
+        raise UsageError(
+            f"max_length={model_args.max_length} exceeds max_position_embeddings={config.max_position_embeddings} "
+            f"of model config {model_args.model_config!r} (learned absolute positions): pass --max_length "
+            f"{config.max_position_embeddings} or less, or --config_overrides "
+            f"max_position_embeddings={model_args.max_length} (the new positions start untrained)"
+        )
+    if model_args.init_from is not None:
+        init_from = Path(model_args.init_from)
+        missing = [name for name in ("config.json", "model.safetensors") if not (init_from / name).is_file()]
+        if missing:
+            raise UsageError(f"init_from: {str(init_from)!r} is not a saved model folder (no {' or '.join(missing)})")
+    return config
+
+
+def build_tokenizer(model_args: ModelArguments, train_split, *, saved_dir: Path | None = None, accelerator=None):
+    """The tokenizer of a run, by one rule for every command: the one saved in `saved_dir` (a resumed run, a
+    comparison's shared one), else `tokenizer_name`, else `init_from`'s (the vocabulary its embeddings learned),
+    else one trained on the training split.
+
+    Tokenizer training is not reproducible (ties between merges follow hash-map order, huggingface/tokenizers
+    #1794), so with several processes the main process trains it and sends it to the others."""
+    for source in (saved_dir, model_args.tokenizer_name, model_args.init_from):
+        if source is not None:
+            return load_tokenizer(str(source), model_args.max_length)
+    serialized = [None]
+    if accelerator is None or accelerator.is_main_process:
+        tokenizer = train_tokenizer(
+            training_texts(train_split),
+            algorithm=model_args.tokenizer_algorithm,
+            vocab_size=model_args.tokenizer_vocab_size,
+            min_frequency=model_args.tokenizer_min_frequency,
+            lowercase=model_args.lowercase,
+            model_max_length=model_args.max_length,
+        )
+        if accelerator is None or accelerator.num_processes == 1:
+            return tokenizer
+        serialized = [tokenizer.backend_tokenizer.to_str()]
+    broadcast_object_list(serialized, from_process=0)
+    if accelerator.is_main_process:
+        return tokenizer
+    return wrap_tokenizer(Tokenizer.from_str(serialized[0]), model_args.max_length)
+
+
+def build_config(model_args: ModelArguments, tokenizer, data: LabelledData) -> RecurrentTransformerConfig:
+    """The preset with this run's vocabulary, labels, padding id and overrides."""
+    return preset_config(
+        model_args,
+        vocab_size=len(tokenizer),
+        num_labels=len(data.label_names),
+        id2label=data.id2label,
+        label2id=data.label2id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def check_init_from(model_args: ModelArguments, config: RecurrentTransformerConfig) -> None:
+    """Refuse a pretrained folder whose body does not fit this run's config, before anything is written: every body
+    weight must be there with the shape this run builds (a different preset or vocabulary shows up here)."""
+    if model_args.init_from is None:
+        return
+    with torch.device("meta"):
+        expected = RecurrentTransformerForSequenceClassification(config).model.state_dict()
+    with safe_open(str(Path(model_args.init_from) / "model.safetensors"), framework="pt") as weights:
+        saved = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    for name, tensor in expected.items():
+        key = f"{RecurrentTransformerForSequenceClassification.base_model_prefix}.{name}"
+        if saved.get(key) != tuple(tensor.shape):
+            found = f"shape {saved[key]}" if key in saved else "nothing"
+            raise UsageError(
+                f"init_from {model_args.init_from!r} holds {found} for {key}, this run builds {tuple(tensor.shape)}: "
+                f"was it pretrained with preset {model_args.model_config!r} and the same tokenizer?"
+            )
+
+
+def build_model(model_args: ModelArguments, config: RecurrentTransformerConfig):
+    """A fresh classifier, or one whose body comes from `init_from` (its head, absent there, is initialised from the
+    seed as a fresh one would be; the saved folder's own head, such as an MLM head, is dropped)."""
+    if model_args.init_from is None:
+        return RecurrentTransformerForSequenceClassification(config)
+    return RecurrentTransformerForSequenceClassification.from_pretrained(model_args.init_from, config=config)
+
+
+def build_optimizer(model, learning_rate: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
+    """AdamW with weight decay on matrices only: not on biases, norms or other 1-d parameters (BERT's and
+    nanoGPT's recipe)."""
+    decay = [param for param in model.parameters() if param.requires_grad and param.ndim >= 2]
+    no_decay = [param for param in model.parameters() if param.requires_grad and param.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=learning_rate,
+        betas=betas,
+        eps=eps,
+    )
+
+
+def build_scheduler(optimizer, kind: str, warmup_steps: int, max_steps: int, num_processes: int):
+    """transformers' schedule; a prepared scheduler steps once per process at each optimizer step, so its lengths
+    count all processes."""
+    return get_scheduler(
+        kind,
+        optimizer=optimizer,
+        num_warmup_steps=warmup_steps * num_processes,
+        num_training_steps=max_steps * num_processes,
+    )
