@@ -152,6 +152,7 @@ def test_none_spec_reproduces_the_source_with_no_new_parameters(source_folders):
     folder = source_folders["bert-cls-chinese"]
     model, record = convert_checkpoint(folder, recurrent_layers="none")
     assert model.config.layer_types == ["full_attention", "full_attention"]
+    assert model.config.id2label == AutoConfig.from_pretrained(folder).id2label and model.config.num_labels == 3
     assert record["new_parameters"] == [] and record["recurrent_layers"] == [] and record["head"] == "pretrained"
     source = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     input_ids, attention_mask = source_batch("bert-cls-chinese", folder)
@@ -337,6 +338,7 @@ def test_written_folder_reloads_through_the_auto_classes(source_folders, tmp_pat
     assert {"configuration_recurrent_transformer.py", "modeling_recurrent_transformer.py"} <= files
     assert load_conversion_record(folder) == json.loads(json.dumps(record))
     assert record["source_architecture"] == "BertForMaskedLM" and record["source"] == str(source_folder)
+    assert "cls.predictions.transform.dense.weight" in record["source_parameters_left_behind"]
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     encoded = tokenizer(CHINESE_TEXTS, padding=True, return_tensors="pt")

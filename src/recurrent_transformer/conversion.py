@@ -181,19 +181,24 @@ def converted_config(
         classifier_pooling="first" if bidirectional else "last",
         problem_type=source_config.problem_type,
     )
-    if not {"num_labels", "id2label", "label2id"} & set(overrides):
+    # The source's label names stay unless the caller gives others or a different number of labels.
+    same_labels = overrides.get("num_labels", source_config.num_labels) == source_config.num_labels
+    if same_labels and not {"id2label", "label2id"} & set(overrides):
+        overrides.pop("num_labels", None)
         values.update(id2label=dict(source_config.id2label), label2id=dict(source_config.label2id))
     return RecurrentTransformerConfig(**{**values, **overrides})
 
 
 @dataclass
 class Source:
-    """A loaded source model; `missing` names weights its checkpoint lacked (initialised fresh on loading)."""
+    """A loaded source model. `missing` names weights its checkpoint lacked (initialised fresh on loading, so not
+    pretrained); `unused` names checkpoint weights the loading class left out (a pre-training head)."""
 
     model: PreTrainedModel
     name: str
     architecture: str
     missing: set[str] = field(default_factory=set)
+    unused: set[str] = field(default_factory=set)
 
 
 def load_source(source: str | os.PathLike | PreTrainedModel) -> Source:
@@ -221,7 +226,7 @@ def load_source(source: str | os.PathLike | PreTrainedModel) -> Source:
     head = source_head(prefix, architecture)
     class_name = prefix + (head if head in CARRIED_HEADS else "Model")
     model, info = getattr(transformers, class_name).from_pretrained(text, output_loading_info=True)
-    return Source(model, text, architecture, set(info["missing_keys"]))
+    return Source(model, text, architecture, set(info["missing_keys"]), set(info["unexpected_keys"]))
 
 
 def source_head(prefix: str, architecture: str) -> str:
@@ -331,6 +336,7 @@ def convert_checkpoint(
     if unexpected:
         raise RuntimeError(f"conversion produced weights that {model_class.__name__} lacks: {unexpected}")
     model.eval()
+    left_behind = sorted({*left_behind, *loaded.unused})
     record = conversion_record(loaded, model, new_parameter_names(model, state), left_behind)
     return model, record
 
