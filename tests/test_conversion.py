@@ -43,6 +43,7 @@ from recurrent_transformer.conversion import (
     convert_to_folder,
     load_conversion_record,
     recurrent_layer_indices,
+    save_converted,
 )
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -435,6 +436,14 @@ def test_conversions_that_cannot_hold_the_source_are_refused(model_class, overri
     with pytest.raises(Exception, match=message) as error:
         convert_checkpoint(source_folders["bert-cls-english"], model_class, **overrides)
     assert "Error" in type(error.value).__name__
+
+
+def test_saving_without_the_source_tokenizer_is_refused(source_folders, tmp_path):
+    """The RoBERTa sources here have no tokenizer files: AutoTokenizer would still build one of 5 special tokens."""
+    model, record = convert_checkpoint(source_folders["roberta-model"], recurrent_layers="none")
+    with pytest.raises(ValueError, match="tokenizer has 5 tokens but the model's vocab_size is 40"):
+        save_converted(model, record, tmp_path / "converted")
+    assert not (tmp_path / "converted").exists()
 
 
 def test_a_decoder_source_is_refused():

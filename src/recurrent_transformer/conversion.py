@@ -386,10 +386,12 @@ def save_converted(
     `trust_remote_code=True` where the package is not installed."""
     if not isinstance(tokenizer, PreTrainedTokenizerBase):
         tokenizer = load_tokenizer(tokenizer if tokenizer is not None else record["source"])
-    if len(tokenizer) > model.config.vocab_size:
+    # AutoTokenizer builds a tokenizer of special tokens only from a folder without tokenizer files (5 tokens for
+    # BERT), so a far smaller vocabulary than the embeddings' means the source's tokenizer was not found.
+    if not model.config.vocab_size // 2 <= len(tokenizer) <= model.config.vocab_size:
         raise ValueError(
-            f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}: "
-            "it is not the source's tokenizer"
+            f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}: it is "
+            "not the source's tokenizer (does the source folder hold its tokenizer files?); pass tokenizer="
         )
     # The converted model folds token type 0 into its positions and takes no token_type_ids: a tokenizer that
     # still returned them would pass them on, where they would be silently ignored.
