@@ -179,6 +179,29 @@ def test_last_k_spec_puts_recurrence_in_the_last_layers(source_folders):
     assert_same_on_real_tokens(actual, expected.last_hidden_state, attention_mask)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [dict(recurrent_hidden_size=16), dict(recurrent_window=3, recurrent_cell="gru"), dict(bidirectional=False)],
+    ids=["narrow-state", "local-window", "causal"],
+)
+def test_recurrence_options_convert(options, source_folders):
+    """A narrower state (with its output projection) and a local window still leave the step-0 function alone;
+    bidirectional=False makes attention causal, so there the model only has to build and pool the last token."""
+    folder = source_folders["bert-cls-english"]
+    model, record = convert_checkpoint(folder, **options)
+    assert all(record[name] == value for name, value in options.items() if name in record)
+    input_ids, attention_mask = source_batch("bert-cls-english", folder)
+    with torch.no_grad():
+        logits = model(input_ids, attention_mask=attention_mask).logits
+        expected = AutoModelForSequenceClassification.from_pretrained(folder).eval()(
+            input_ids, attention_mask=attention_mask
+        )
+    if options.get("bidirectional", True):
+        torch.testing.assert_close(logits, expected.logits, **TOLERANCE)
+    else:
+        assert model.config.classifier_pooling == "last" and torch.isfinite(logits).all()
+
+
 def test_a_loaded_model_converts_like_its_folder(source_folders):
     folder = source_folders["roberta-model"]
     torch.manual_seed(1)
