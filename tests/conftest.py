@@ -39,3 +39,15 @@ def randomize_biases(model: torch.nn.Module, seed: int = 0) -> None:
         for name, param in model.named_parameters():
             if "bias" in name:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+
+
+def padded_batch(sequences, side, pad_token_id=0):
+    """Right- or left-padded input_ids and attention_mask for token-id sequences of different lengths."""
+    max_len = max(len(seq) for seq in sequences)
+    input_ids = torch.full((len(sequences), max_len), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros(len(sequences), max_len, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        span = slice(0, len(seq)) if side == "right" else slice(max_len - len(seq), max_len)
+        input_ids[row, span] = seq
+        attention_mask[row, span] = 1
+    return input_ids, attention_mask

@@ -19,6 +19,13 @@ def test_defaults_are_the_hybrid_small_preset():
         assert getattr(preset, field) == getattr(config, field), field
 
 
+def test_layout_fields_default_to_the_pre_norm_model_without_extras():
+    """Configs and folders saved before these fields existed must compute what they computed then."""
+    config = RecurrentTransformerConfig()
+    assert config.norm_placement == "pre"
+    assert not (config.embedding_norm or config.recurrent_gate or config.classifier_pooler)
+
+
 @pytest.mark.parametrize(
     "pattern,expected",
     [
@@ -56,6 +63,8 @@ def test_layer_pattern_expands_and_only_the_list_is_saved(pattern, expected, tmp
         (dict(classifier_pooling="max"), "classifier_pooling"),
         (dict(pad_token_id=9000), "pad_token_id"),
         (dict(hidden_size=36, num_attention_heads=4, position_embedding_type="rope"), "rope"),
+        (dict(norm_placement="middle"), "norm_placement"),
+        (dict(recurrent_gate_init=float("nan")), "recurrent_gate_init"),
     ],
 )
 def test_invalid_values_raise_an_error_naming_the_field(overrides, field):
@@ -66,7 +75,17 @@ def test_invalid_values_raise_an_error_naming_the_field(overrides, field):
 
 
 def test_json_round_trip(tmp_path):
-    config = tiny_config(recurrent_cell="mingru", recurrent_window=4, bidirectional=False, num_labels=5)
+    config = tiny_config(
+        recurrent_cell="mingru",
+        recurrent_window=4,
+        bidirectional=False,
+        num_labels=5,
+        norm_placement="post",
+        embedding_norm=True,
+        recurrent_gate=True,
+        recurrent_gate_init=0.5,
+        classifier_pooler=True,
+    )
     path = tmp_path / "config.json"
     config.to_json_file(path)
     loaded = RecurrentTransformerConfig.from_json_file(path)

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CELLS, LAYER_TYPES, randomize_biases, tiny_config
+from conftest import CELLS, LAYER_TYPES, padded_batch, randomize_biases, tiny_config
 
 from recurrent_transformer import (
     RecurrentTransformerConfig,
@@ -39,17 +39,6 @@ def padding_cases():
                 positions,
                 id=f"{cell}-{layer_type}-{'bi' if bidirectional else 'causal'}-w{window}-{positions}",
             )
-
-
-def padded_batch(sequences, side):
-    max_len = max(len(seq) for seq in sequences)
-    input_ids = torch.zeros(len(sequences), max_len, dtype=torch.long)
-    attention_mask = torch.zeros(len(sequences), max_len, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        span = slice(0, len(seq)) if side == "right" else slice(max_len - len(seq), max_len)
-        input_ids[row, span] = seq
-        attention_mask[row, span] = 1
-    return input_ids, attention_mask
 
 
 @pytest.mark.parametrize("cell,layer_type,bidirectional,window,positions", list(padding_cases()))

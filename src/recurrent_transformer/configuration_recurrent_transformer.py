@@ -1,5 +1,6 @@
 """Configuration of the recurrent Transformer: a Transformer whose layers can add a recurrent sub-layer."""
 
+import math
 from typing import Literal
 
 from huggingface_hub.dataclasses import strict
@@ -60,6 +61,18 @@ class RecurrentTransformerConfig(PreTrainedConfig):
         classifier_pooling (`str`, *optional*, defaults to `"auto"`): how sequence classification pools the real
             tokens (from `attention_mask`): `"mean"`, `"first"`, `"last"`, or `"auto"` (last real token for a
             causal body, mean for a bidirectional one).
+        classifier_pooler (`bool`, *optional*, defaults to `False`): pass the pooled vector through a dense layer
+            and tanh before dropout and the classifier (BERT's pooler on [CLS], RoBERTa's classification dense).
+        norm_placement (`str`, *optional*, defaults to `"pre"`): `"pre"`: each sub-layer reads a normalised copy,
+            h = h + dropout(f(norm(h))), and the body ends with a final norm; `"post"` (BERT's): attention and
+            feed-forward are h = norm(h + dropout(f(h))) and there is no final norm. A recurrent sub-layer stays a
+            pre-norm residual either way, so that a zero gate leaves a post-norm stack exactly as it was.
+        embedding_norm (`bool`, *optional*, defaults to `False`): a LayerNorm on the (token + position) embeddings,
+            before their dropout (BERT's `embeddings.LayerNorm`).
+        recurrent_gate (`bool`, *optional*, defaults to `False`): multiply each recurrent sub-layer's output by a
+            learned per-channel vector (ReZero / LayerScale), so that recurrence can be added to a trained model
+            without changing what it computes at the start.
+        recurrent_gate_init (`float`, *optional*, defaults to 0.0): initial value of every entry of that vector.
     """
 
     model_type = "recurrent_transformer"
@@ -93,6 +106,11 @@ class RecurrentTransformerConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
     use_cache: bool = True
     classifier_pooling: Literal["auto", "mean", "first", "last"] = "auto"
+    classifier_pooler: bool = False
+    norm_placement: Literal["pre", "post"] = "pre"
+    embedding_norm: bool = False
+    recurrent_gate: bool = False
+    recurrent_gate_init: float = 0.0
 
     def __post_init__(self, **kwargs):
         if self.layer_types is None:
@@ -178,6 +196,8 @@ class RecurrentTransformerConfig(PreTrainedConfig):
                 "classifier_pooling='first' needs bidirectional=True: in a causal body the first token sees nothing "
                 "after it (use 'last' or 'auto')"
             )
+        if not math.isfinite(self.recurrent_gate_init):
+            raise ValueError(f"recurrent_gate_init={self.recurrent_gate_init} must be a finite number")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"pad_token_id={self.pad_token_id} must be in [0, vocab_size={self.vocab_size})")
 

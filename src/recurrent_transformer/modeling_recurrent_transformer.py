@@ -6,6 +6,10 @@ Each layer, with `kind = config.layer_types[i]`, computes (pre-norm, every sub-l
     if kind has attention:   h = h + dropout(SelfAttention(norm(h)))    # eager | sdpa | flash
     if intermediate_size:    h = h + dropout(FeedForward(norm(h)))
 
+With `norm_placement="post"` (BERT's layout, so pretrained BERT-family weights load unchanged) attention and
+feed-forward become h = norm(h + dropout(f(h))) and the body has no final norm, while the recurrence stays
+h = h + gate * dropout(RecurrentMixer(norm(h))): with `recurrent_gate` at zero the layer is the pretrained one.
+
 R-Transformer (Wang et al. 2019) runs the recurrence over a local window before attention and uses no position
 embeddings; minGRU (Feng et al. 2024, "Were RNNs all we needed?") makes the gates depend on the input only, so the
 recurrence is linear in its state and runs as a parallel scan (log2(length) rounds of multiply-adds).
@@ -515,6 +519,11 @@ class RecurrentTransformerLayer(GradientCheckpointingLayer):
         self.feed_forward_norm = nn.LayerNorm(config.hidden_size, eps=eps) if config.intermediate_size else None
         self.feed_forward = FeedForward(config) if config.intermediate_size else None
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.post_norm = config.norm_placement == "post"
+        # Per-channel scale of the recurrence's output (ReZero / LayerScale); set by `_init_weights`.
+        self.recurrent_gate = (
+            nn.Parameter(torch.empty(config.hidden_size)) if has_recurrence and config.recurrent_gate else None
+        )
 
     def forward(
         self,
@@ -529,15 +538,26 @@ class RecurrentTransformerLayer(GradientCheckpointingLayer):
             state = read_recurrent_state(cache, self.layer_idx, self.recurrent)
             recurrent_output, new_state = self.recurrent(self.recurrent_norm(hidden_states), padding_mask, state)
             write_recurrent_state(cache, self.layer_idx, self.recurrent, new_state)
-            hidden_states = hidden_states + self.dropout(recurrent_output)
+            recurrent_output = self.dropout(recurrent_output)
+            if self.recurrent_gate is not None:
+                recurrent_output = recurrent_output * self.recurrent_gate.to(recurrent_output.dtype)
+            # Pre-norm in both placements: a post-norm here would renormalise the residual stream even at gate 0.
+            hidden_states = hidden_states + recurrent_output
         if self.attention is not None:
-            attention_output, _ = self.attention(
-                self.attention_norm(hidden_states), attention_mask, position_embeddings, cache=cache, **kwargs
+            hidden_states = self.residual(
+                hidden_states,
+                self.attention_norm,
+                lambda normed: self.attention(normed, attention_mask, position_embeddings, cache=cache, **kwargs)[0],
             )
-            hidden_states = hidden_states + self.dropout(attention_output)
         if self.feed_forward is not None:
-            hidden_states = hidden_states + self.dropout(self.feed_forward(self.feed_forward_norm(hidden_states)))
+            hidden_states = self.residual(hidden_states, self.feed_forward_norm, self.feed_forward)
         return hidden_states
+
+    def residual(self, hidden_states: torch.Tensor, norm: nn.Module, sublayer: Callable) -> torch.Tensor:
+        """Pre-norm h + dropout(f(norm(h))), or BERT's post-norm norm(h + dropout(f(h)))."""
+        if self.post_norm:
+            return norm(hidden_states + self.dropout(sublayer(hidden_states)))
+        return hidden_states + self.dropout(sublayer(norm(hidden_states)))
 
 
 def read_recurrent_state(cache: Cache | None, layer_idx: int, mixer: RecurrentMixer) -> tuple | None:
@@ -607,6 +627,8 @@ class RecurrentTransformerPreTrainedModel(PreTrainedModel):
                     init.zeros_(param)
         elif isinstance(module, RotaryPositions):
             init.copy_(module.inv_freq, module.compute_inv_freq())
+        elif isinstance(module, RecurrentTransformerLayer) and module.recurrent_gate is not None:
+            init.constant_(module.recurrent_gate, self.config.recurrent_gate_init)
 
     @staticmethod
     def _finalize_model_loading(model, load_config, loading_info):
@@ -633,9 +655,15 @@ class RecurrentTransformerModel(RecurrentTransformerPreTrainedModel):
             else None
         )
         self.rotary = RotaryPositions(config) if config.position_embedding_type == "rope" else None
+        self.embed_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.embedding_norm else None
         self.embed_dropout = nn.Dropout(config.hidden_dropout_prob)
         self.layers = nn.ModuleList(RecurrentTransformerLayer(config, i) for i in range(config.num_hidden_layers))
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        # A post-norm stack already ends normalised.
+        self.norm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+            if config.norm_placement == "pre"
+            else nn.Identity()
+        )
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -702,6 +730,8 @@ class RecurrentTransformerModel(RecurrentTransformerPreTrainedModel):
                     "(keep the last max_position_embeddings tokens)"
                 )
             hidden_states = hidden_states + self.embed_positions(position_ids)
+        if self.embed_norm is not None:
+            hidden_states = self.embed_norm(hidden_states)
         hidden_states = self.embed_dropout(hidden_states)
         position_embeddings = self.rotary(hidden_states, position_ids) if self.rotary is not None else None
 
@@ -780,6 +810,7 @@ class RecurrentTransformerForSequenceClassification(RecurrentTransformerPreTrain
         self.num_labels = config.num_labels
         self.model = RecurrentTransformerModel(config)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if config.classifier_pooler else None
         self.dropout = nn.Dropout(dropout)
         self.score = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
@@ -808,6 +839,8 @@ class RecurrentTransformerForSequenceClassification(RecurrentTransformerPreTrain
             inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs,
         )  # fmt: skip
         pooled = pool(outputs.last_hidden_state, attention_mask, self.pooling)
+        if self.pooler is not None:
+            pooled = torch.tanh(self.pooler(pooled))  # BERT's pooler; RoBERTa's classification dense
         logits = self.score(self.dropout(pooled))
         loss = None
         if labels is not None:
