@@ -250,7 +250,7 @@ def assert_refused(capsys, argv, message):
         (["--train_file", "no/such/train.csv"], "train_file: file 'no/such/train.csv' does not exist"),
         (["--model_config", "hybrid-small"], "model_config is set per run by the comparison; use --presets"),
         (["--seed", "42"], "seed is set per run by the comparison; use --seeds"),
-        (["--pretrain_presets", "hybrid-small"], "pretrain_presets ['hybrid-small'] are not among the presets"),
+        (["--pretrain_presets", "hybrid-small"], "pretrain_presets ['hybrid-small'] are not among the model presets"),
         (["--parallel_runs", "0"], "parallel_runs=0 is out of range"),
         (["--max_length", "256"], "max_length=256 exceeds max_position_embeddings=64 of model config"),
         (["--learning_rate", "-0.1"], "learning_rate=-0.1 must be 0 or more"),

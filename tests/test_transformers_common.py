@@ -4,7 +4,9 @@ The mixins come from the source distribution of the installed transformers versi
 without network and without a cached copy, this module is skipped. One config runs through every class of a
 tester, and the heads refuse one direction each, so there are two testers: an encoder (bidirectional; Model,
 SequenceClassification, TokenClassification, MaskedLM) and a decoder (causal; Model, SequenceClassification,
-TokenClassification, CausalLM), each on the default all-hybrid layers and on recurrence-only layers.
+TokenClassification, CausalLM), each on the default all-hybrid layers and on recurrence-only layers; the encoder
+also in the layout of a converted BERT checkpoint (post-norm, embedding norm, absolute positions, gated recurrence
+at zero, classification pooler).
 """
 
 import contextlib
@@ -50,6 +52,17 @@ AUTO_TABLES = {
     "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES": RecurrentTransformerForCausalLM,
 }
 RECURRENCE_ONLY = ["linear_attention", "linear_attention"]
+# What conversion.converted_config sets for a BERT-family checkpoint (tests/test_conversion.py checks the values).
+CONVERTED_LAYOUT = {
+    "norm_placement": "post",
+    "embedding_norm": True,
+    "position_embedding_type": "absolute",
+    "recurrent_gate": True,
+    "recurrent_gate_init": 0.0,
+    "classifier_pooler": True,
+    "classifier_pooling": "first",
+    "layer_types": ["hybrid", "full_attention"],
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -89,8 +102,10 @@ class RecurrentTransformerModelTester:
         intermediate_size=37,
         num_labels=3,
         pad_token_id=0,
+        extra_config=None,
     ):
         self.parent = parent
+        self.extra_config = extra_config or {}
         self.bidirectional = bidirectional
         self.layer_types = layer_types
         self.batch_size = batch_size
@@ -115,6 +130,7 @@ class RecurrentTransformerModelTester:
             bidirectional=self.bidirectional,
             num_labels=self.num_labels,
             pad_token_id=self.pad_token_id,
+            **self.extra_config,
         )
 
     def prepare_config_and_inputs(self):
@@ -158,13 +174,16 @@ class RecurrentTransformerCommonTests(ModelTesterMixin):
 
     bidirectional: bool
     layer_types: list[str] | None = None
+    extra_config: dict | None = None  # fields beyond the direction and the layer kinds
     language_model_class: type
     # The mixin runs this test only for models added from 2023 on, read from a copyright line our files lack.
     test_can_init_all_missing_weights_before_2023 = True
 
     def setUp(self):
+        extra = dict(self.extra_config or {})
+        layer_types = extra.pop("layer_types", self.layer_types)
         self.model_tester = RecurrentTransformerModelTester(
-            self, bidirectional=self.bidirectional, layer_types=self.layer_types
+            self, bidirectional=self.bidirectional, layer_types=layer_types, extra_config=extra
         )
         config_kwargs = {
             "hidden_size": 32,
@@ -172,8 +191,9 @@ class RecurrentTransformerCommonTests(ModelTesterMixin):
             "num_attention_heads": 4,
             "bidirectional": self.bidirectional,
         }
-        if self.layer_types is not None:
-            config_kwargs["layer_types"] = self.layer_types
+        if layer_types is not None:
+            config_kwargs["layer_types"] = layer_types
+        config_kwargs.update(extra)
         self.config_tester = ConfigTester(self, config_class=RecurrentTransformerConfig, **config_kwargs)
 
     def _check_caches_are_equal(self, cache1, cache2):
@@ -260,3 +280,10 @@ class RecurrentTransformerDecoderTest(RecurrentTransformerDecoderTests, unittest
 class RecurrentTransformerDecoderRecurrenceOnlyTest(RecurrentTransformerDecoderTests, unittest.TestCase):
     layer_types = RECURRENCE_ONLY
     has_attentions = False
+
+
+class RecurrentTransformerConvertedLayoutTest(RecurrentTransformerEncoderTests, unittest.TestCase):
+    """The layout a converted BERT-family checkpoint has (its step-0 equality with the source is in
+    tests/test_conversion.py)."""
+
+    extra_config = CONVERTED_LAYOUT

@@ -26,6 +26,7 @@ COMMANDS = {
     "train": ("recurrent_transformer.training.classifier", "train a text classifier (tokenizer, model, test scores)"),
     "evaluate": ("recurrent_transformer.evaluation", "score a saved classifier on a labelled file"),
     "pretrain-mlm": ("recurrent_transformer.training.mlm", "masked-LM pre-training on a task's own training text"),
+    "convert": ("recurrent_transformer.conversion", "a BERT-family checkpoint into the hybrid (model folder)"),
     "train-lm": ("recurrent_transformer.training.language_model", "character-level language models on plain text"),
     "compare": ("recurrent_transformer.experiments.compare", "the hybrid against its baselines: seeds, table, plots"),
     "compare-summary": ("recurrent_transformer.experiments.summary", "several comparisons in one table and plot"),

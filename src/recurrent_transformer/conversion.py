@@ -25,7 +25,9 @@ import transformers
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from .cli import UsageError, parse_arguments, run_command
 from .configuration_recurrent_transformer import RecurrentTransformerConfig
+from .files import check_output_dir, write_json
 from .modeling_recurrent_transformer import (
     RecurrentTransformerForSequenceClassification,
     RecurrentTransformerForTokenClassification,
@@ -201,11 +203,12 @@ class Source:
     unused: set[str] = field(default_factory=set)
 
 
-def load_source(source: str | os.PathLike | PreTrainedModel) -> Source:
+def load_source(source: str | os.PathLike | PreTrainedModel, keep_head: bool = True) -> Source:
     """The source model from a folder, a Hub id or an already loaded model.
 
     A folder or Hub id is loaded with the class that keeps the head we can carry (sequence or token
-    classification), and otherwise with the base class, which keeps BERT's pretrained pooler.
+    classification), and otherwise (or with `keep_head=False`: a classifier whose labels are not the ones wanted)
+    with the base class, which keeps BERT's pretrained pooler.
     """
     if isinstance(source, PreTrainedModel):
         check_source_config(source.config)
@@ -224,7 +227,7 @@ def load_source(source: str | os.PathLike | PreTrainedModel) -> Source:
     prefix = check_source_config(source_config)
     architecture = (source_config.architectures or [f"{prefix}Model"])[0]
     head = source_head(prefix, architecture)
-    class_name = prefix + (head if head in CARRIED_HEADS else "Model")
+    class_name = prefix + (head if head in CARRIED_HEADS and keep_head else "Model")
     model, info = getattr(transformers, class_name).from_pretrained(text, output_loading_info=True)
     return Source(model, text, architecture, set(info["missing_keys"]), set(info["unexpected_keys"]))
 
@@ -330,15 +333,22 @@ def convert_checkpoint(
     config = converted_config(
         loaded.model.config, recurrent_layers, recurrent_cell, recurrent_hidden_size, bidirectional, **config_overrides
     )
+    model, record = build_converted(loaded, config, model_class)
+    return model.eval(), record
+
+
+def build_converted(
+    loaded: Source, config: RecurrentTransformerConfig, model_class: type[RecurrentTransformerPreTrainedModel]
+) -> tuple[RecurrentTransformerPreTrainedModel, dict]:
+    """`model_class(config)` with the loaded source's weights in place (the new parts initialised as the current
+    seed gives them), and the conversion record; `config` comes from `converted_config` of the same source."""
     state, left_behind = converted_state_dict(loaded.model, config, model_class, loaded.missing)
     model = model_class(config)
     _, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise RuntimeError(f"conversion produced weights that {model_class.__name__} lacks: {unexpected}")
-    model.eval()
     left_behind = sorted({*left_behind, *loaded.unused})
-    record = conversion_record(loaded, model, new_parameter_names(model, state), left_behind)
-    return model, record
+    return model, conversion_record(loaded, model, new_parameter_names(model, state), left_behind)
 
 
 def new_parameter_names(model: torch.nn.Module, pretrained: Iterable[str]) -> list[str]:
@@ -395,14 +405,20 @@ def save_converted(
         )
     # The converted model folds token type 0 into its positions and takes no token_type_ids: a tokenizer that
     # still returned them would pass them on, where they would be silently ignored.
-    tokenizer = copy.deepcopy(tokenizer)
-    input_names = [name for name in tokenizer.model_input_names if name != "token_type_ids"]
-    tokenizer.model_input_names = tokenizer.init_kwargs["model_input_names"] = input_names
+    tokenizer = without_token_types(copy.deepcopy(tokenizer))
     folder = Path(folder)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / RECORD_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(folder / RECORD_FILE, record)
     return folder
+
+
+def without_token_types(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """The tokenizer, made to stop returning token_type_ids: the converted model folds token type 0 into its
+    positions and takes none, so a tokenizer that still returned them would pass them on to be ignored."""
+    input_names = [name for name in tokenizer.model_input_names if name != "token_type_ids"]
+    tokenizer.model_input_names = tokenizer.init_kwargs["model_input_names"] = input_names
+    return tokenizer
 
 
 def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
@@ -430,3 +446,60 @@ def load_conversion_record(folder: str | os.PathLike) -> dict | None:
     """The `conversion.json` beside a converted model, or None for a folder that was not converted."""
     path = Path(folder) / RECORD_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+# -- the command: recurrent-transformer convert ------------------------------------------------------------------
+
+HEADS = {
+    "sequence-classification": RecurrentTransformerForSequenceClassification,
+    "token-classification": RecurrentTransformerForTokenClassification,
+    "none": RecurrentTransformerModel,
+}
+
+
+@dataclass
+class ConvertArguments:
+    source: str = field(
+        metadata={"help": "a BERT-family checkpoint: a folder, or a Hub id such as bert-base-chinese or hfl/rbt3"}
+    )
+    output_dir: str = field(metadata={"help": "the folder to write: model, code files, tokenizer, conversion.json"})
+    recurrent_layers: str = field(default="all", metadata={"help": SPEC_HELP})
+    recurrent_cell: str = field(default="lstm", metadata={"help": "lstm, gru, rnn or mingru"})
+    recurrent_hidden_size: int | None = field(default=None, metadata={"help": "state width; unset: hidden_size"})
+    head: str = field(default="sequence-classification", metadata={"help": f"one of {list(HEADS)}"})
+    num_labels: int | None = field(
+        default=None, metadata={"help": "labels of a new classification head; unset: the source's"}
+    )
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "replace a model already in output_dir"})
+
+
+def convert_command(args: ConvertArguments) -> dict:
+    """Check, convert and write the folder; returns the conversion record."""
+    if args.head not in HEADS:
+        raise UsageError(f"head={args.head!r} is not one of {list(HEADS)}")
+    check_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, can_resume=False)
+    overrides = {} if args.num_labels is None else {"num_labels": args.num_labels}
+    try:
+        model, record = convert_checkpoint(
+            args.source, HEADS[args.head], args.recurrent_layers, args.recurrent_cell, args.recurrent_hidden_size,
+            **overrides,
+        )  # fmt: skip
+        tokenizer = load_tokenizer(args.source)
+    except (ValueError, OSError) as error:
+        raise UsageError(str(error).splitlines()[0]) from None
+    save_converted(model, record, args.output_dir, tokenizer)
+    print(
+        f"wrote {args.output_dir}: {record['model_class']} from {record['source']}, recurrence in layers "
+        f"{record['recurrent_layers']} ({record['recurrent_cell']}), {len(record['new_parameters'])} new parameters"
+    )
+    return record
+
+
+def run(argv: list[str]) -> dict:
+    (args,) = parse_arguments((ConvertArguments,), argv)
+    return convert_command(args)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Convert as the command line says. Bad input: one `error:` line, exit status 2."""
+    return run_command(run, argv)

@@ -50,7 +50,15 @@ from ..data import split_fingerprint
 from ..files import clear_outputs, write_json
 from ..training.build import build_datasets, build_tokenizer
 from .baseline import SVM_LABEL, tfidf_svm_baseline
-from .plan import ARGUMENT_CLASSES, CompareArguments, Plan, check_parameters, check_settings, refuse_per_run_settings
+from .plan import (
+    ARGUMENT_CLASSES,
+    CompareArguments,
+    Plan,
+    check_parameters,
+    check_settings,
+    pretrained_cell,
+    refuse_per_run_settings,
+)
 from .results import PLOTS, collect_rows, write_report
 from .resume import RUN_FILE, SETTINGS_FILE, check_resume, finished
 from .workers import run_models
@@ -112,6 +120,8 @@ def compare(compare_args: CompareArguments, model_args, data_args, train_args) -
     data = build_datasets(data_args, plan.split_seed)
     saved = plan.output_dir / "tokenizer"
     resume_tokenizer = train_args.resume and (saved / "tokenizer.json").is_file()
+    if all(pretrained_cell(preset) is not None for preset in plan.presets):  # every row uses the checkpoint's
+        model_args = dataclasses.replace(model_args, tokenizer_name=plan.pretrained_model)
     tokenizer = build_tokenizer(model_args, data.splits["train"], saved_dir=saved if resume_tokenizer else None)
     counts, outside = check_parameters(compare_args, model_args, data, tokenizer, plan)
     # Every check has passed; only now is the output folder written.

@@ -1,6 +1,12 @@
 """A comparison's settings and its plan: which presets (the first is the parameter reference), which seeds, which
 split, which '+MLM' rows; every check that needs no data, and the parameter-count check once the vocabulary is
-known."""
+known.
+
+Besides the model presets, two names start a row from a pretrained BERT-family checkpoint (`--pretrained_model`,
+converted on the fly): `pretrained` (the checkpoint alone, "BERT alone") and `pretrained+<cell>` (the same with
+recurrent sub-layers in `--pretrained_recurrent_layers`, gated to zero at the start): the seed's experiment on a
+pretrained base. Their rows use the checkpoint's tokenizer, and their parameter counts (the recurrence's own
+difference) are outside the tolerance check of the from-scratch presets."""
 
 import dataclasses
 import logging
@@ -10,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..cli import UsageError, read_yaml
+from ..data import load_tokenizer
 from ..files import check_output_dir
 from ..modeling_recurrent_transformer import RecurrentTransformerForSequenceClassification
 from ..training.arguments import DataArguments, ModelArguments, TrainArguments
@@ -27,7 +34,11 @@ PER_RUN_SETTINGS = {
     "seed": "--seeds, and --split_seed for the data split",
     "stop_after_step": "--resume after an interruption",
     "allow_changed_settings": "--resume (its own rules for what may change)",
+    "recurrent_layers": "--presets pretrained+<cell> with --pretrained_recurrent_layers",
+    "recurrent_cell": "--presets pretrained+<cell>",
 }
+PRETRAINED = "pretrained"  # preset names 'pretrained' and 'pretrained+<cell>'
+RECURRENT_CELLS = ("lstm", "gru", "rnn", "mingru")
 
 
 @dataclass
@@ -52,6 +63,17 @@ class CompareArguments:
     svm_baseline: bool = field(default=True, metadata={"help": "add the TF-IDF + LinearSVC reference row"})
     svm_analyzer: str = field(default="auto", metadata={"help": f"one of {SVM_ANALYZERS}; auto: char for CJK text"})
     svm_c_values: str = field(default="0.1,0.3,1,3,10", metadata={"help": "LinearSVC C values tried on validation"})
+    pretrained_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "a BERT-family checkpoint (folder or Hub id) for the presets 'pretrained' (it alone) and "
+            "'pretrained+<cell>' (with recurrent sub-layers), converted on the fly"
+        },
+    )
+    pretrained_recurrent_layers: str = field(
+        default="all",
+        metadata={"help": "the layers of 'pretrained+<cell>' rows that get recurrence ('all', 'last:K', ...)"},
+    )
     parallel_runs: int = field(
         default=1,
         metadata={
@@ -75,6 +97,8 @@ class Plan:
     pretrain_presets: list[str]
     c_values: tuple[float, ...]
     output_dir: Path
+    pretrained_model: str | None = None
+    pretrained_layers: str = "all"
 
 
 def refuse_per_run_settings(argv: list[str]) -> None:
@@ -97,8 +121,19 @@ def split_list(text: str | None, name: str, kind=str) -> list:
         raise UsageError(f"{name}={text!r} is not a comma-separated list of {kind.__name__} values") from None
 
 
-def preset_label(preset: str) -> str:
-    """A preset's name in the table: the name itself, or a JSON file's stem."""
+def pretrained_cell(preset: str) -> str | None:
+    """'' for the preset 'pretrained', the cell of 'pretrained+<cell>', None for a model preset."""
+    if preset == PRETRAINED:
+        return ""
+    return preset.removeprefix(f"{PRETRAINED}+") if preset.startswith(f"{PRETRAINED}+") else None
+
+
+def preset_label(preset: str, pretrained_model: str | None = None) -> str:
+    """A preset's name in the table: the name itself, a JSON file's stem, or the pretrained checkpoint's name
+    (with '+<cell>')."""
+    cell = pretrained_cell(preset)
+    if cell is not None:
+        return Path(pretrained_model or PRETRAINED).name + (f"+{cell}" if cell else "")
     return Path(preset).stem if preset.endswith(".json") else preset
 
 
@@ -112,13 +147,24 @@ def row_label(plan: Plan, preset: str, with_mlm: bool) -> str:
     return plan.labels[preset] + (MLM_SUFFIX if with_mlm else "")
 
 
-def per_run_arguments(model_args, data_args, train_args, preset: str, seed: int, init_from, output_dir: Path):
-    """The train arguments of one run: the shared settings with this run's preset, seed and folder."""
-    return (
-        dataclasses.replace(model_args, model_config=preset, init_from=None if init_from is None else str(init_from)),
-        data_args,
-        dataclasses.replace(train_args, output_dir=str(output_dir), seed=seed, resume=False, overwrite_output_dir=True),
+def per_run_arguments(model_args, data_args, train_args, plan: Plan, preset: str, seed: int, init_from, output_dir):
+    """The train arguments of one run: the shared settings with this run's preset, seed and folder; a pretrained
+    row starts from the checkpoint (with its tokenizer), recurrence where its name says."""
+    cell = pretrained_cell(preset)
+    if cell is None:
+        model = dataclasses.replace(
+            model_args, model_config=preset, init_from=None if init_from is None else str(init_from)
+        )
+    else:
+        layers = plan.pretrained_layers if cell else "none"
+        model = dataclasses.replace(
+            model_args, init_from=plan.pretrained_model, tokenizer_name=None, recurrent_layers=layers,
+            recurrent_cell=cell or model_args.recurrent_cell,
+        )  # fmt: skip
+    training = dataclasses.replace(
+        train_args, output_dir=str(output_dir), seed=seed, resume=False, overwrite_output_dir=True
     )
+    return model, data_args, training
 
 
 def check_compare_settings(compare_args: CompareArguments) -> tuple[list[str], list[int], list[str], tuple]:
@@ -130,12 +176,17 @@ def check_compare_settings(compare_args: CompareArguments) -> tuple[list[str], l
     for name, values in (("presets", presets), ("seeds", seeds)):
         if len(set(values)) != len(values):
             raise UsageError(f"{name} has duplicates: {values}")
-    if len({preset_label(preset) for preset in presets}) != len(presets):
+    if len({preset_label(preset, compare_args.pretrained_model) for preset in presets}) != len(presets):
         raise UsageError(f"presets {presets} share a name: the table could not tell them apart")
-    pretrain_presets = split_list(compare_args.pretrain_presets, "pretrain_presets") or presets
-    unknown = [preset for preset in pretrain_presets if preset not in presets]
-    if unknown:
-        raise UsageError(f"pretrain_presets {unknown} are not among the presets {presets}")
+    check_pretrained_presets(compare_args, presets)
+    from_scratch = [preset for preset in presets if pretrained_cell(preset) is None]
+    pretrain_presets = split_list(compare_args.pretrain_presets, "pretrain_presets") or from_scratch
+    unknown = [preset for preset in pretrain_presets if preset not in from_scratch]
+    if unknown and compare_args.pretrain_steps > 0:
+        raise UsageError(
+            f"pretrain_presets {unknown} are not among the model presets {from_scratch} (pretrained rows start "
+            "from their checkpoint)"
+        )
     ranges = {
         "pretrain_steps": compare_args.pretrain_steps >= 0,
         "parallel_runs": compare_args.parallel_runs >= 1,
@@ -154,6 +205,15 @@ def check_compare_settings(compare_args: CompareArguments) -> tuple[list[str], l
     return presets, seeds, pretrain_presets, c_values
 
 
+def check_pretrained_presets(compare_args: CompareArguments, presets: list[str]) -> None:
+    cells = [pretrained_cell(preset) for preset in presets if pretrained_cell(preset) is not None]
+    if cells and compare_args.pretrained_model is None:
+        raise UsageError("the presets 'pretrained' and 'pretrained+<cell>' need --pretrained_model")
+    unknown = [cell for cell in cells if cell and cell not in RECURRENT_CELLS]
+    if unknown:
+        raise UsageError(f"pretrained+{unknown[0]}: the cell is not one of {RECURRENT_CELLS}")
+
+
 def check_settings(compare_args: CompareArguments, model_args, data_args, train_args) -> Plan:
     """Every check that needs no data; touches nothing."""
     defaults = {name: field_.default for name, field_ in TrainArguments.__dataclass_fields__.items()}
@@ -166,12 +226,17 @@ def check_settings(compare_args: CompareArguments, model_args, data_args, train_
     output_dir = check_output_dir(
         train_args.output_dir, overwrite=train_args.overwrite_output_dir, resume=train_args.resume
     )
-    for preset in presets:  # the training run's own checks (preset, ranges, max_length, ...) on one run's settings
-        run_args = per_run_arguments(model_args, data_args, train_args, preset, seeds[0], None, output_dir / "check")
-        check_run_settings(*run_args)
-    labels = {preset: preset_label(preset) for preset in presets}
+    labels = {preset: preset_label(preset, compare_args.pretrained_model) for preset in presets}
     pretrain = pretrain_presets if compare_args.pretrain_steps > 0 else []
-    return Plan(presets, labels, seeds, split_seed_for(seeds, data_args.split_seed), pretrain, c_values, output_dir)
+    split_seed = split_seed_for(seeds, data_args.split_seed)
+    plan = Plan(
+        presets, labels, seeds, split_seed, pretrain, c_values, output_dir,
+        compare_args.pretrained_model, compare_args.pretrained_recurrent_layers,
+    )  # fmt: skip
+    check = output_dir / "check"
+    for preset in presets:  # the training run's own checks (preset, ranges, max_length, ...) on one run's settings
+        check_run_settings(*per_run_arguments(model_args, data_args, train_args, plan, preset, seeds[0], None, check))
+    return plan
 
 
 def count_parameters(config) -> int:
@@ -187,17 +252,20 @@ def check_parameters(compare_args, model_args, data, tokenizer, plan: Plan) -> t
     bidirectional."""
     counts = {}
     for preset in plan.presets:
-        config = build_config(dataclasses.replace(model_args, model_config=preset), tokenizer, data)
+        run_model_args = per_run_arguments(model_args, None, TrainArguments(), plan, preset, 0, None, "")[0]
+        preset_tokenizer = tokenizer if pretrained_cell(preset) is None else load_tokenizer(plan.pretrained_model)
+        config = build_config(run_model_args, preset_tokenizer, data)
         if preset in plan.pretrain_presets and not config.bidirectional:
             raise UsageError(
                 f"preset {preset!r} is causal: masked-LM pre-training (--pretrain_steps) needs a bidirectional "
                 "preset; leave it out of --pretrain_presets"
             )
         counts[preset] = count_parameters(config)
-    reference = plan.presets[0]
-    tolerance = compare_args.parameter_tolerance
+    # The tolerance holds among the model presets, against the first of them; pretrained rows are shown, not held.
+    from_scratch = [preset for preset in plan.presets if pretrained_cell(preset) is None]
+    reference, tolerance = (from_scratch or plan.presets)[0], compare_args.parameter_tolerance
     outside = [
-        preset for preset in plan.presets[1:] if abs(counts[preset] - counts[reference]) > tolerance * counts[reference]
+        preset for preset in from_scratch[1:] if abs(counts[preset] - counts[reference]) > tolerance * counts[reference]
     ]
     if outside:
         details = ", ".join(

@@ -6,7 +6,7 @@ from pathlib import Path
 from ..files import read_json, write_json
 from ..training.checkpoints import HISTORY_FILE
 from .baseline import SVM_LABEL
-from .plan import Plan, row_label
+from .plan import PRETRAINED, Plan, pretrained_cell, row_label
 from .report import HEADLINE, MLM_SUFFIX, Row, markdown_table, plot_final_scores, plot_validation_curves, summarize
 from .resume import RUN_FILE
 
@@ -77,7 +77,9 @@ def collect_rows(compare_args, plan: Plan, counts: dict[str, int], outside: list
 def notes(rows: list[Row], plan: Plan, data, train_args, compare_args, counts, outside) -> list[str]:
     """The lines under the table: what the numbers are and what every run shared."""
     split = rows[0].runs[0]["metrics"]["split"]
-    reference = plan.labels[plan.presets[0]]
+    from_scratch = [preset for preset in plan.presets if pretrained_cell(preset) is None]
+    first = (from_scratch or plan.presets)[0]
+    reference = plan.labels[first]
     sizes = ", ".join(f"{name} {len(part):,}" for name, part in data.splits.items())
     budget = (
         f"max_steps {train_args.max_steps}" if train_args.max_steps > 0 else f"{train_args.num_train_epochs} epochs"
@@ -91,10 +93,17 @@ def notes(rows: list[Row], plan: Plan, data, train_args, compare_args, counts, o
         f"{train_args.metric_for_best_model}.",
         f"Budget per run: {budget}, batch {train_args.per_device_train_batch_size}, learning rate "
         f"{train_args.learning_rate:g}. Parameters as sequence classifiers with this tokenizer "
-        f"({counts[plan.presets[0]]:,} for {reference}, the reference; tolerance {tolerance}).",
+        f"({counts[first]:,} for {reference}, the reference; tolerance {tolerance}).",
         "train tokens/s: real (non-padding) training tokens per second of training steps; train s: seconds of "
         "training steps (validation excluded); wall s: the whole run (data, tokenization, validation, test, saving).",
     ]
+    if len(from_scratch) < len(plan.presets):
+        lines.append(
+            f"{plan.labels[PRETRAINED] if PRETRAINED in plan.labels else Path(plan.pretrained_model).name} rows start "
+            f"from the pretrained checkpoint {plan.pretrained_model} (converted, with its tokenizer); '+<cell>' rows "
+            f"add recurrent sub-layers in layers '{plan.pretrained_layers}', gated to zero at the start. Their "
+            "parameter counts are outside the tolerance check."
+        )
     if plan.pretrain_presets:
         lines.append(
             f"{MLM_SUFFIX}: pre-trained as a masked LM for {compare_args.pretrain_steps} steps on the training text, "

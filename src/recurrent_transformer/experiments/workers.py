@@ -83,7 +83,7 @@ def run_job(compare_args, model_args, data_args, train_args, plan: Plan, preset:
             logger.info(f"{label} seed {seed}: MLM pre-training for {compare_args.pretrain_steps} steps ...")
             seconds = timed(pretrain, compare_args, model_args, data_args, train_args, preset, seed, init_from)
             write_json(init_from / RUN_FILE, {"wall_seconds": seconds})
-    run_args = per_run_arguments(model_args, data_args, train_args, preset, seed, init_from, run_dir)
+    run_args = per_run_arguments(model_args, data_args, train_args, plan, preset, seed, init_from, run_dir)
     seconds = timed(train_classifier, *run_args)
     write_json(run_dir / RUN_FILE, {"wall_seconds": seconds})
     metrics = json.loads((run_dir / "metrics.json").read_text())

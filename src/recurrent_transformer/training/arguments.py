@@ -8,6 +8,7 @@ from ..data import TOKENIZER_ALGORITHMS
 from ..metrics import METRIC_BACKENDS, SELECTION_METRICS
 
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
+RECURRENT_CELLS = ("lstm", "gru", "rnn", "mingru")
 
 
 @dataclass
@@ -30,8 +31,21 @@ class ModelArguments:
         default=None,
         metadata={
             "help": "a saved model folder (e.g. from pretrain-mlm) whose body weights start the classifier (the head is "
-            "freshly initialised); its tokenizer is used unless tokenizer_name is set"
+            "freshly initialised), or a BERT-family checkpoint (BERT, RoBERTa: a folder or a Hub id), converted on the "
+            "fly with recurrent sub-layers where --recurrent_layers says; its tokenizer is used unless tokenizer_name "
+            "is set"
         },
+    )
+    recurrent_layers: str = field(
+        default="all",
+        metadata={
+            "help": "with a BERT-family init_from: the layers that get a recurrent sub-layer (gated to zero at the "
+            "start): 'all', 'none' (BERT alone), 'last:K', indices such as '0,3', or one letter per layer (H/A)"
+        },
+    )
+    recurrent_cell: str = field(
+        default="lstm",
+        metadata={"help": "with a BERT-family init_from: the new sub-layers' cell: lstm, gru, rnn, mingru"},
     )
 
 
@@ -76,6 +90,20 @@ class TrainArguments:
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "rows per process when scoring"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate of AdamW"})
+    new_layers_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "with init_from: peak learning rate of the parameters it did not provide (added recurrent layers, "
+            "a fresh head); unset: learning_rate"
+        },
+    )
+    freeze_pretrained_steps: int = field(
+        default=0,
+        metadata={
+            "help": "with init_from: keep the weights it provided fixed (learning rate 0) for the first N optimizer "
+            "steps, so that the new layers and head learn first"
+        },
+    )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)"})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2"})
@@ -120,13 +148,15 @@ RANGES = [
     *[(name, lambda value: value >= 1, "a positive integer")
       for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                    "logging_steps")],
-    ("learning_rate", lambda value: value >= 0, "0 or more (0 keeps every weight where it starts)"),
+    *[(name, lambda value: value >= 0, "0 or more (0 keeps every weight where it starts)")
+      for name in ("learning_rate", "new_layers_learning_rate")],
     ("adam_epsilon", lambda value: value > 0, "above 0"),
     *[(name, lambda value: 0 <= value < 1, "in [0, 1)") for name in ("adam_beta1", "adam_beta2")],
     ("warmup_ratio", lambda value: 0 <= value <= 1, "in [0, 1]"),
     *[(name, lambda value: value >= 0, "0 or more")
       for name in ("weight_decay", "max_grad_norm", "warmup_steps", "eval_steps", "save_steps",
-                   "early_stopping_patience", "dataloader_num_workers", "max_train_seconds", "num_train_epochs")],
+                   "early_stopping_patience", "dataloader_num_workers", "max_train_seconds", "num_train_epochs",
+                   "freeze_pretrained_steps")],
     ("max_steps", lambda value: value == -1 or value >= 1, "-1 (use num_train_epochs) or a positive integer"),
 ]  # fmt: skip
 
@@ -155,3 +185,7 @@ def check_choices(model_args: ModelArguments, train_args: TrainArguments) -> Non
         raise UsageError("set max_steps or num_train_epochs above 0")
     if train_args.allow_changed_settings and not train_args.resume:
         raise UsageError("--allow_changed_settings only applies with --resume")
+    if model_args.init_from is None and (train_args.freeze_pretrained_steps or train_args.new_layers_learning_rate):
+        raise UsageError("freeze_pretrained_steps and new_layers_learning_rate apply to a run with --init_from")
+    if model_args.recurrent_cell not in RECURRENT_CELLS:
+        raise UsageError(f"recurrent_cell={model_args.recurrent_cell!r} is not one of {RECURRENT_CELLS}")

@@ -1,5 +1,10 @@
 """What a training run is built from: the data splits, the tokenizer (one rule for every command), the model
-config, the model and its optimizer; each builder raises `UsageError` for input it cannot use."""
+config, the model and its optimizer; each builder raises `UsageError` for input it cannot use.
+
+`--init_from` takes this package's saved folders (their body starts the classifier) and BERT-family checkpoints
+(BERT, RoBERTa; a folder or a Hub id), which are converted on the fly (`conversion.py`): the source's architecture
+replaces the preset, recurrent sub-layers go where `--recurrent_layers` says, gated to zero so that the model starts
+from the pretrained function."""
 
 import json
 from pathlib import Path
@@ -9,11 +14,23 @@ from accelerate.utils import broadcast_object_list
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 from safetensors import safe_open
 from tokenizers import Tokenizer
-from transformers import get_scheduler
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import AutoConfig, PretrainedConfig, get_scheduler
 
 from ..cli import UsageError
 from ..configuration_recurrent_transformer import RecurrentTransformerConfig
+from ..conversion import (
+    SOURCE_FAMILIES,
+    SOURCE_FIELDS,
+    build_converted,
+    check_source_config,
+    converted_config,
+    load_source,
+    position_offset,
+    recurrent_layer_indices,
+)
 from ..data import LabelledData, load_labelled_data, load_tokenizer, train_tokenizer, training_texts, wrap_tokenizer
+from ..files import read_json
 from ..modeling_recurrent_transformer import RecurrentTransformerForSequenceClassification
 from ..presets import load_preset, preset_source
 from .arguments import DataArguments, ModelArguments
@@ -69,9 +86,61 @@ def preset_config(model_args: ModelArguments, **values) -> RecurrentTransformerC
         raise UsageError(f"model config {model_args.model_config!r}: {error}") from error
 
 
-def check_model_settings(model_args: ModelArguments) -> RecurrentTransformerConfig:
-    """The checks on the model that need no data: the preset and its overrides, `max_length` against learned
-    absolute positions, and the `init_from` folder. Returns the preset's config (vocabulary and labels not set)."""
+def pretrained_source(model_args: ModelArguments) -> PretrainedConfig | None:
+    """The config of a BERT-family `init_from` (converted on the fly); None without init_from or for this package's
+    own folders."""
+    if model_args.init_from is None:
+        return None
+    folder = Path(model_args.init_from)
+    if folder.is_dir():
+        model_type = read_json(folder / "config.json", "the config of a saved model").get("model_type")
+        if model_type == RecurrentTransformerConfig.model_type:
+            return None
+        if model_type not in SOURCE_FAMILIES:
+            raise UsageError(
+                f"init_from: {str(folder)!r} holds a {model_type!r} model: this package's folders and "
+                f"{list(SOURCE_FAMILIES)} checkpoints can start a classifier"
+            )
+    try:
+        source = AutoConfig.from_pretrained(model_args.init_from)
+    except (OSError, ValueError) as error:
+        raise UsageError(
+            f"init_from {model_args.init_from!r} is not a folder here and did not load as a Hub model "
+            f"({type(error).__name__}: {str(error).splitlines()[0]}); without a network, download it first and pass "
+            "the folder"
+        ) from None
+    try:
+        check_source_config(source)
+    except ValueError as error:
+        raise UsageError(f"init_from {model_args.init_from!r}: {error}") from None
+    return source
+
+
+def check_pretrained_settings(model_args: ModelArguments, source: PretrainedConfig) -> None:
+    """A conversion's settings against its source: max_length within its positions, the recurrent layers, and
+    overrides that leave the source's shape alone."""
+    positions = source.max_position_embeddings - position_offset(source)
+    if model_args.max_length > positions:
+        raise UsageError(
+            f"max_length={model_args.max_length} exceeds the {positions} positions of init_from "
+            f"{model_args.init_from!r}: pass --max_length {positions} or less"
+        )
+    try:
+        recurrent_layer_indices(model_args.recurrent_layers, source.num_hidden_layers)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    fixed = sorted(set(parse_overrides(model_args.config_overrides)) & set(SOURCE_FIELDS))
+    if fixed:
+        raise UsageError(f"config_overrides {fixed} come from init_from {model_args.init_from!r} and cannot change")
+
+
+def check_model_settings(model_args: ModelArguments) -> None:
+    """The checks on the model that need no data: the preset and its overrides (or a BERT-family init_from and
+    its conversion settings), `max_length` against learned absolute positions, the `init_from` folder."""
+    source = pretrained_source(model_args)
+    if source is not None:
+        check_pretrained_settings(model_args, source)
+        return
     config = preset_config(model_args)
     if config.position_embedding_type == "absolute" and model_args.max_length > config.max_position_embeddings:
         raise UsageError(
@@ -85,7 +154,6 @@ def check_model_settings(model_args: ModelArguments) -> RecurrentTransformerConf
         missing = [name for name in ("config.json", "model.safetensors") if not (init_from / name).is_file()]
         if missing:
             raise UsageError(f"init_from: {str(init_from)!r} is not a saved model folder (no {' or '.join(missing)})")
-    return config
 
 
 def build_tokenizer(model_args: ModelArguments, train_split, *, saved_dir: Path | None = None, accelerator=None):
@@ -118,22 +186,26 @@ def build_tokenizer(model_args: ModelArguments, train_split, *, saved_dir: Path 
 
 
 def build_config(model_args: ModelArguments, tokenizer, data: LabelledData) -> RecurrentTransformerConfig:
-    """The preset with this run's vocabulary, labels, padding id and overrides."""
-    return preset_config(
-        model_args,
-        vocab_size=len(tokenizer),
-        num_labels=len(data.label_names),
-        id2label=data.id2label,
-        label2id=data.label2id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    """The preset with this run's vocabulary, labels, padding id and overrides; for a BERT-family init_from, the
+    converted source's config with this run's labels."""
+    labels = {"num_labels": len(data.label_names), "id2label": data.id2label, "label2id": data.label2id}
+    source = pretrained_source(model_args)
+    if source is None:
+        return preset_config(model_args, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **labels)
+    if len(tokenizer) > source.vocab_size:
+        raise UsageError(f"the tokenizer has {len(tokenizer)} tokens, init_from's embeddings {source.vocab_size}")
+    overrides = parse_overrides(model_args.config_overrides)
+    try:
+        return converted_config(source, model_args.recurrent_layers, model_args.recurrent_cell, **labels, **overrides)
+    except CONFIG_ERRORS as error:
+        raise UsageError(f"init_from {model_args.init_from!r}: {error}") from error
 
 
 def check_init_from(model_args: ModelArguments, config: RecurrentTransformerConfig) -> None:
     """Refuse a pretrained folder whose body does not fit this run's config, before anything is written: every body
     weight must be there with the shape this run builds (a different preset or vocabulary shows up here)."""
-    if model_args.init_from is None:
-        return
+    if model_args.init_from is None or pretrained_source(model_args) is not None:
+        return  # a conversion maps the source's weights itself
     with torch.device("meta"):
         expected = RecurrentTransformerForSequenceClassification(config).model.state_dict()
     with safe_open(str(Path(model_args.init_from) / "model.safetensors"), framework="pt") as weights:
@@ -148,33 +220,70 @@ def check_init_from(model_args: ModelArguments, config: RecurrentTransformerConf
             )
 
 
-def build_model(model_args: ModelArguments, config: RecurrentTransformerConfig):
-    """A fresh classifier, or one whose body comes from `init_from` (its head, absent there, is initialised from the
-    seed as a fresh one would be; the saved folder's own head, such as an MLM head, is dropped)."""
+def build_model(model_args: ModelArguments, config: RecurrentTransformerConfig) -> tuple:
+    """The classifier, the names of its parameters that `init_from` did not provide (None without init_from), and
+    a conversion's record (None but for a BERT-family init_from).
+
+    A fresh classifier; or one whose body comes from this package's `init_from` folder (its head, absent there, is
+    initialised from the seed as a fresh one would be; the folder's own head, such as an MLM head, is dropped); or a
+    converted BERT-family checkpoint, whose classification head is kept only when its labels are this run's."""
+    model_class = RecurrentTransformerForSequenceClassification
     if model_args.init_from is None:
-        return RecurrentTransformerForSequenceClassification(config)
-    return RecurrentTransformerForSequenceClassification.from_pretrained(model_args.init_from, config=config)
+        return model_class(config), None, None
+    source = pretrained_source(model_args)
+    if source is None:
+        model, info = model_class.from_pretrained(model_args.init_from, config=config, output_loading_info=True)
+        return model, set(info["missing_keys"]), None
+    same_labels = {int(key): value for key, value in (source.id2label or {}).items()} == config.id2label
+    keep_head = (source.architectures or [""])[0].endswith("ForSequenceClassification") and same_labels
+    model, record = build_converted(load_source(model_args.init_from, keep_head=keep_head), config, model_class)
+    return model, set(record["new_parameters"]), record
 
 
-def build_optimizer(model, learning_rate: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
-    """AdamW with weight decay on matrices only: not on biases, norms or other 1-d parameters (BERT's and
-    nanoGPT's recipe)."""
-    decay = [param for param in model.parameters() if param.requires_grad and param.ndim >= 2]
-    no_decay = [param for param in model.parameters() if param.requires_grad and param.ndim < 2]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=learning_rate,
-        betas=betas,
-        eps=eps,
-    )
+def build_optimizer(
+    model,
+    learning_rate: float,
+    weight_decay: float,
+    betas=(0.9, 0.999),
+    eps: float = 1e-8,
+    new_parameters: set[str] | None = None,
+    new_learning_rate: float | None = None,
+):
+    """AdamW with weight decay on matrices only: not on biases, norms or other 1-d parameters (BERT's and nanoGPT's
+    recipe). With `new_parameters` (those init_from did not provide), the others form groups marked `provided`
+    (what `freeze_pretrained_steps` holds still) and the new ones get `new_learning_rate` when it is set."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            provided = new_parameters is not None and name not in new_parameters
+            groups.setdefault((provided, param.ndim >= 2), []).append(param)
+    param_groups = [
+        {
+            "params": params,
+            "weight_decay": weight_decay if decays else 0.0,
+            "lr": learning_rate if provided or new_learning_rate is None else new_learning_rate,
+            "provided": provided,
+        }
+        for (provided, decays), params in groups.items()
+    ]
+    return torch.optim.AdamW(param_groups, lr=learning_rate, betas=betas, eps=eps)
 
 
-def build_scheduler(optimizer, kind: str, warmup_steps: int, max_steps: int, num_processes: int):
+def build_scheduler(optimizer, kind: str, warmup_steps: int, max_steps: int, num_processes: int, frozen_steps: int = 0):
     """transformers' schedule; a prepared scheduler steps once per process at each optimizer step, so its lengths
-    count all processes."""
-    return get_scheduler(
+    count all processes. With `frozen_steps`, the groups marked `provided` keep a learning rate of 0 (AdamW then
+    changes neither their values nor, through weight decay, their size) for that many optimizer steps."""
+    schedule = get_scheduler(
         kind,
         optimizer=optimizer,
         num_warmup_steps=warmup_steps * num_processes,
         num_training_steps=max_steps * num_processes,
     )
+    if frozen_steps <= 0:
+        return schedule
+    factor, until = schedule.lr_lambdas[0], frozen_steps * num_processes
+
+    def held(step: int) -> float:
+        return 0.0 if step < until else factor(step)
+
+    return LambdaLR(optimizer, [held if group["provided"] else factor for group in optimizer.param_groups])

@@ -40,6 +40,7 @@ OUTPUT_NAMES = (
     "run_info.json",
     HISTORY_FILE,
     LOSS_HISTORY_FILE,
+    "conversion.json",
 )
 # Settings a resume may change without changing what the run computes.
 RESUME_FREE = {

@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 
 from .. import __version__
 from ..cli import parse_arguments, run_command
+from ..conversion import RECORD_FILE as CONVERSION_FILE
 from ..data import split_fingerprint
 from ..files import check_output_dir, clear_outputs, write_json
 from ..metrics import classification_metrics, save_confusion_matrix
@@ -166,6 +167,8 @@ def train_classifier(model_args: ModelArguments, data_args: DataArguments, train
         write_run_start(output_dir, resolved, tokenizer, changes, resumed=checkpoint is not None)
     accelerator.wait_for_everyone()
     run = prepare_run(model_args, train_args, accelerator, data, tokenizer, config, output_dir)
+    if run.conversion is not None and accelerator.is_main_process:
+        write_json(output_dir / CONVERSION_FILE, run.conversion)  # the card says what is new, and its base model
     if checkpoint is not None:
         restore(run, checkpoint)
     init_trackers(run, (model_args, data_args, train_args))

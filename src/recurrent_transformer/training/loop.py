@@ -65,6 +65,7 @@ class TrainingRun:
     running_batches: int = 0
     last_evaluated: int | None = None
     progress: object = None
+    conversion: dict | None = None  # what a BERT-family init_from's conversion did (conversion.json)
 
     @property
     def best_dir(self) -> Path:
@@ -111,13 +112,15 @@ def prepare_run(model_args, train_args, accelerator: Accelerator, data: Labelled
     tokenized = tokenize_splits(data.splits, tokenizer, model_args.max_length)
     loaders = make_loaders(tokenized, make_collator(tokenizer), train_args)
     set_seed(train_args.seed)  # before building the model: its initial weights follow the seed
-    model = build_model(model_args, config)
+    model, new_parameters, conversion = build_model(model_args, config)
     optimizer = build_optimizer(
         model,
         train_args.learning_rate,
         train_args.weight_decay,
         (train_args.adam_beta1, train_args.adam_beta2),
         train_args.adam_epsilon,
+        new_parameters=new_parameters,
+        new_learning_rate=train_args.new_layers_learning_rate,
     )
     lengths = schedule_lengths(len(tokenized["train"]), train_args, accelerator.num_processes)
     scheduler = build_scheduler(
@@ -126,6 +129,7 @@ def prepare_run(model_args, train_args, accelerator: Accelerator, data: Labelled
         lengths["warmup_steps"],
         lengths["max_steps"],
         accelerator.num_processes,
+        frozen_steps=train_args.freeze_pretrained_steps,
     )
     names = list(loaders)
     prepared = accelerator.prepare(model, optimizer, scheduler, *loaders.values())
@@ -137,6 +141,7 @@ def prepare_run(model_args, train_args, accelerator: Accelerator, data: Labelled
         lengths["max_steps"], lengths["num_epochs"],
         tokens_seen=torch.zeros((), dtype=torch.long, device=accelerator.device),
         running_loss=torch.zeros((), device=accelerator.device),
+        conversion=conversion,
     )  # fmt: skip
 
 
