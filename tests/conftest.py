@@ -13,7 +13,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # and the processes the tests sta
 
 
 CELLS = ("lstm", "gru", "rnn", "mingru")
-LAYER_TYPES = ("hybrid", "full_attention", "linear_attention")
+LAYER_TYPES = ("hybrid", "full_attention", "linear_attention", "sliding_attention", "hybrid_sliding")
+SLIDING = ("sliding_attention", "hybrid_sliding")
 
 
 def tiny_config(**overrides) -> RecurrentTransformerConfig:

@@ -13,16 +13,16 @@ from recurrent_transformer import RecurrentTransformerForCausalLM
 
 def causal_cases():
     for cell, layer_type, window in itertools.product(
-        CELLS, ("hybrid", "hybrid_sliding", "linear_attention", "full_attention"), (None, 3)
+        CELLS, ("hybrid", "hybrid_sliding", "linear_attention", "full_attention", "sliding_attention"), (None, 3)
     ):
-        if layer_type == "full_attention" and (cell != "lstm" or window is not None):
+        if layer_type in ("full_attention", "sliding_attention") and (cell != "lstm" or window is not None):
             continue  # no recurrence: one case
         yield pytest.param(cell, layer_type, window, id=f"{cell}-{layer_type}-w{window}")
 
 
 def causal_model(cell="lstm", layer_type="hybrid", window=None, positions="rope", seed=0):
     torch.manual_seed(seed)
-    extra = {"sliding_window": 4} if layer_type == "hybrid_sliding" else {}
+    extra = {"sliding_window": 4} if layer_type in ("hybrid_sliding", "sliding_attention") else {}
     config = tiny_config(
         bidirectional=False,
         recurrent_cell=cell,

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CELLS, LAYER_TYPES, padded_batch, randomize_biases, tiny_config
+from conftest import CELLS, LAYER_TYPES, SLIDING, padded_batch, randomize_biases, tiny_config
 
 from recurrent_transformer import (
     RecurrentTransformerConfig,
@@ -15,7 +15,14 @@ from recurrent_transformer import (
     RecurrentTransformerForTokenClassification,
     RecurrentTransformerModel,
 )
-from recurrent_transformer.modeling_recurrent_transformer import RecurrentMixer
+from recurrent_transformer.modeling_recurrent_transformer import (
+    MinGRUScan,
+    RecurrentMixer,
+    chunked_scan,
+    linear_scan,
+    mingru_terms,
+    scan_rounds,
+)
 
 LENGTHS = (7, 4, 5)
 
@@ -25,7 +32,7 @@ def padding_cases():
     for layer_type, bidirectional, window, positions in itertools.product(
         LAYER_TYPES, (True, False), (None, 3), ("none", "absolute", "rope")
     ):
-        has_recurrence = layer_type != "full_attention"
+        has_recurrence = layer_type not in ("full_attention", "sliding_attention")
         if not has_recurrence and window is not None:
             continue
         if positions != "none" and layer_type == "linear_attention":
@@ -50,6 +57,8 @@ def test_padding_is_exact(cell, layer_type, bidirectional, window, positions):
         bidirectional=bidirectional,
         recurrent_window=window,
         position_embedding_type=positions,
+        # A window of 2 keeps the 7-token rows longer than two windows: the encoder attends block by block.
+        sliding_window=2 if layer_type in SLIDING else None,
     )
     model = RecurrentTransformerModel(config).eval()
     randomize_biases(model)
@@ -305,3 +314,70 @@ def test_positions_beyond_the_learned_table_give_clear_error():
     model(torch.ones(1, 8, dtype=torch.long))
     with pytest.raises(ValueError, match="max_position_embeddings=8"):
         model(torch.ones(1, 9, dtype=torch.long))
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("seq_len", [5, 64, 65, 97, 1100])
+def test_chunked_scan_equals_the_one_level_scan(seq_len, reverse):
+    """The two-level scan (chunks of 8 here, so short sequences also cross chunks, with a padded last chunk) gives
+    the one-level scan's states, from zero and from a given initial state."""
+    generator = torch.Generator().manual_seed(seq_len)
+    coeffs = torch.rand(3, seq_len, 2, 5, generator=generator) * 0.6 + 0.4
+    values = torch.randn(3, seq_len, 2, 5, generator=generator)
+    initial = torch.randn(3, 2, 5, generator=generator)
+    for start in (None, initial):
+        expected = scan_rounds(coeffs, values, start, reverse)
+        scale = expected.abs().max()
+        chunked = chunked_scan(coeffs, values, start, reverse, chunk=8)
+        torch.testing.assert_close(chunked / scale, expected / scale, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_local_blocks_equal_the_dense_sliding_window_mask(implementation, side):
+    """An encoder's sliding-window layer attends block by block without a (seq x seq) mask; on real tokens that
+    equals attention under transformers' dense bidirectional sliding-window mask (|query - key| <= window)."""
+    from transformers.masking_utils import create_bidirectional_sliding_window_mask
+
+    torch.manual_seed(0)
+    config = tiny_config(
+        layer_types=["linear_attention", "sliding_attention"], sliding_window=3, recurrent_cell="mingru"
+    )
+    config._attn_implementation = implementation
+    model = RecurrentTransformerModel(config).eval()
+    randomize_biases(model)
+    sequences = [torch.randint(1, config.vocab_size, (length,)) for length in (23, 11, 17)]
+    input_ids, attention_mask = padded_batch(sequences, side)
+    with torch.no_grad():
+        blocks = model(input_ids, attention_mask=attention_mask).last_hidden_state
+        model.bidirectional_sliding_mask = lambda embeds, mask: create_bidirectional_sliding_window_mask(
+            config=model.config, inputs_embeds=embeds, attention_mask=mask
+        )
+        dense = model(input_ids, attention_mask=attention_mask).last_hidden_state
+    real = attention_mask.bool()
+    assert torch.isfinite(blocks).all()
+    torch.testing.assert_close(blocks[real], dense[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("directions", [1, 2])
+def test_fused_mingru_backward_equals_autograd_through_its_terms(directions):
+    """MinGRUScan recomputes the gates in backward and applies the chain rule by hand; its gradients (gate
+    projection and initial state, with carried padded steps) equal autograd's through the element-wise terms and
+    the scan, in float64."""
+    generator = torch.Generator().manual_seed(directions)
+    projected = (torch.randn(2, 150, directions, 2, 6, generator=generator, dtype=torch.float64) * 2).requires_grad_()
+    initial = torch.randn(2, directions, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    keep = torch.ones(2, 150, dtype=torch.bool)
+    keep[1, :20], keep[0, 140:] = False, False
+    weights = torch.randn(2, 150, directions, 6, generator=generator, dtype=torch.float64)
+
+    fused = MinGRUScan.apply(projected, initial, keep)
+    coeffs, values = mingru_terms(projected, keep)
+    reference = torch.stack(
+        [linear_scan(coeffs[:, :, d], values[:, :, d], initial[:, d], reverse=d == 1) for d in range(directions)], 2
+    )
+    torch.testing.assert_close(fused, reference, atol=1e-10, rtol=0)
+    grads = torch.autograd.grad((fused * weights).sum(), [projected, initial])
+    expected = torch.autograd.grad((reference * weights).sum(), [projected, initial])
+    for grad, expected_grad in zip(grads, expected, strict=True):
+        torch.testing.assert_close(grad, expected_grad, atol=1e-10, rtol=1e-8)

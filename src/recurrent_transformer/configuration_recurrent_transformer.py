@@ -8,10 +8,17 @@ from transformers import PreTrainedConfig
 
 # Layer kinds, in the names transformers 5.x validates `layer_types` against.
 RECURRENT_LAYER_TYPES = ("hybrid", "hybrid_sliding", "linear_attention")
-ATTENTION_LAYER_TYPES = ("hybrid", "hybrid_sliding", "full_attention")
-LAYER_TYPES = ("hybrid", "hybrid_sliding", "full_attention", "linear_attention")
+ATTENTION_LAYER_TYPES = ("hybrid", "hybrid_sliding", "full_attention", "sliding_attention")
+SLIDING_LAYER_TYPES = ("hybrid_sliding", "sliding_attention")
+LAYER_TYPES = ("hybrid", "hybrid_sliding", "full_attention", "sliding_attention", "linear_attention")
 # One letter per layer kind for `layer_pattern`, e.g. "RRRA" or "HA".
-PATTERN_LETTERS = {"H": "hybrid", "S": "hybrid_sliding", "A": "full_attention", "R": "linear_attention"}
+PATTERN_LETTERS = {
+    "H": "hybrid",
+    "S": "hybrid_sliding",
+    "A": "full_attention",
+    "L": "sliding_attention",
+    "R": "linear_attention",
+}
 # How many state tensors each cell carries between steps (LSTM: h and c).
 CELL_STATES = {"lstm": 2, "gru": 1, "rnn": 1, "mingru": 1}
 # Every Auto class this model serves, written into each saved config.json so that a folder saved from any head
@@ -31,7 +38,8 @@ class RecurrentTransformerConfig(PreTrainedConfig):
     r"""Transformer whose layers can add a recurrent sub-layer (LSTM, GRU, RNN or minGRU) before self-attention.
 
     Each layer is one of `layer_types`: `"hybrid"` (recurrence, then attention), `"hybrid_sliding"` (recurrence,
-    then attention over the last `sliding_window` tokens), `"full_attention"` (a plain Transformer layer) or
+    then attention within `sliding_window` tokens), `"full_attention"` (a plain Transformer layer),
+    `"sliding_attention"` (local attention only: a long-input layer whose cost grows linearly with length) or
     `"linear_attention"` (recurrence only). Each layer ends with a feed-forward sub-layer unless
     `intermediate_size` is 0. With `layer_types` all `"linear_attention"` and `intermediate_size=0` the model is a
     plain stacked LSTM; with all `"full_attention"` it is a plain Transformer.
@@ -40,8 +48,8 @@ class RecurrentTransformerConfig(PreTrainedConfig):
         layer_types (`list[str]`, *optional*): one kind per layer; `None` expands `layer_pattern`.
         layer_pattern (`str`, *optional*, defaults to `"hybrid"`): a short way to write `layer_types`: one kind
             name repeated for every layer (`"hybrid"`), or letters cycled over the layers: `H` hybrid,
-            `S` hybrid_sliding, `A` full_attention, `R` linear_attention (`"RRRA"`: three recurrent layers, then
-            attention). Only the expanded `layer_types` is saved.
+            `S` hybrid_sliding, `A` full_attention, `L` sliding_attention, `R` linear_attention (`"RRRA"`: three
+            recurrent layers, then attention). Only the expanded `layer_types` is saved.
         recurrent_cell (`str`, *optional*, defaults to `"lstm"`): `"lstm"`, `"gru"`, `"rnn"` (tanh) or `"mingru"`
             (a gated recurrence that is linear in its state and runs as a parallel scan, no loop over steps).
         recurrent_hidden_size (`int`, *optional*): width of the recurrent state, summed over directions (a
@@ -54,7 +62,9 @@ class RecurrentTransformerConfig(PreTrainedConfig):
         position_embedding_type (`str`, *optional*, defaults to `"none"`): `"none"` (the recurrence encodes
             order), `"absolute"` (learned) or `"rope"` (rotary, on queries and keys).
         rope_theta (`float`, *optional*, defaults to 10000.0): base of the rotary frequencies.
-        sliding_window (`int`, *optional*): attention window of `"hybrid_sliding"` layers.
+        sliding_window (`int`, *optional*): attention window of `"hybrid_sliding"` and `"sliding_attention"`
+            layers: in a causal decoder each token sees the last `sliding_window` tokens (itself included), in an
+            encoder the tokens at most `sliding_window` positions away on either side.
         hidden_dropout_prob (`float`, *optional*, defaults to 0.1): dropout on each sub-layer's output.
         classifier_dropout (`float`, *optional*): dropout before classification heads; `None` means
             `hidden_dropout_prob`.
@@ -179,14 +189,11 @@ class RecurrentTransformerConfig(PreTrainedConfig):
             raise ValueError(
                 f"recurrent_window={self.recurrent_window} must be None (whole sequence) or an integer >= 2"
             )
-        if "hybrid_sliding" in self.layer_types:
-            if self.sliding_window is None or self.sliding_window < 1:
-                raise ValueError(
-                    f"sliding_window={self.sliding_window} must be a positive integer when layer_types holds "
-                    "'hybrid_sliding'"
-                )
-            if self.bidirectional:
-                raise ValueError("layer_types 'hybrid_sliding' needs bidirectional=False (a causal decoder)")
+        sliding = sorted(set(self.layer_types) & set(SLIDING_LAYER_TYPES))
+        if sliding and (self.sliding_window is None or self.sliding_window < 1):
+            raise ValueError(
+                f"sliding_window={self.sliding_window} must be a positive integer when layer_types holds {sliding}"
+            )
         for name in ("hidden_dropout_prob", "attention_dropout", "classifier_dropout"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
