@@ -11,10 +11,12 @@ The YAML file (first argument) supplies defaults, flags override it; every key i
 `training.arguments`. `--per_device_train_batch_size` is per process: the global batch is that times the number of
 processes times `--gradient_accumulation_steps`. The output folder (see `training.checkpoints`) receives the model
 (loadable with `AutoModelForSequenceClassification`), the tokenizer, metrics.json (test scores, or validation when
-there is no test data), confusion_matrix.png, train_args.json, run_info.json (training time, tokens/s, data
-fingerprints), eval_history.json, loss_history.json, checkpoints/ and logs/. `--init_from` starts the body from a
-saved folder (pretrain-mlm writes one) with a fresh head; `--max_train_seconds` stops on a time budget;
-`--split_seed` keeps the data split fixed while `--seed` varies. Every check runs before anything is written.
+there is no test data), confusion_matrix.png, train_args.json, run_info.json (training time, tokens/s, the padding
+share of the training batches, data fingerprints), eval_history.json, loss_history.json, checkpoints/ and logs/.
+`--init_from` starts the body from a saved folder (pretrain-mlm writes one) with a fresh head; `--max_train_seconds`
+stops on a time budget; `--split_seed` keeps the data split fixed while `--seed` varies; `--group_by_length` trains
+on batches of texts of similar length (less padding on long documents). Every check runs before anything is
+written.
 """
 
 import json
