@@ -125,6 +125,21 @@ def test_resume_keeps_finished_runs_and_refuses_changed_settings(comparison, tmp
     assert {name: (copy / name).read_bytes() for name in files_under(copy)} == before
 
 
+def test_a_comparison_saved_before_a_setting_existed_resumes(comparison, tmp_path, capsys):
+    """compare_args.json written before --group_by_length existed: the comparison ran as its default (shuffled)
+    does, so it resumes; asking for length-grouped batches on resume is a change, refused."""
+    output_dir, results = comparison
+    copy = tmp_path / "copy"
+    shutil.copytree(output_dir, copy)
+    saved = read(copy / "compare_args.json")
+    del saved["training"]["group_by_length"]
+    (copy / "compare_args.json").write_text(json.dumps(saved))
+    resumed = run_command("compare", [SMOKE, "--output_dir", copy, "--resume"])
+    assert [row["summary"] for row in resumed["rows"]] == [row["summary"] for row in results["rows"]]
+    line = assert_refused(capsys, [SMOKE, "--output_dir", copy, "--resume", "--group_by_length"], "settings differ")
+    assert "training.group_by_length" in line
+
+
 def test_published_card_shows_the_comparison_table(comparison, tmp_path):
     """push-to-hub --comparison: a run's card carries the comparison's rows, mean ± std as results.json says."""
     output_dir, results = comparison
