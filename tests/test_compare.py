@@ -354,12 +354,13 @@ def test_time_budget_stops_a_run_and_is_recorded(tmp_path):
 def test_a_preset_with_fewer_positions_than_max_length_is_cut_at_its_positions(tmp_path):
     """--max_length 128 with tiny-transformer's 64 learned absolute positions: instead of refusing the comparison,
     that preset's runs (its MLM pre-training included) cut texts at 64 tokens, record it, and results.md says so;
-    tiny (no positions) uses 128."""
+    tiny (no positions) uses 128. With --group_by_length, which every run (and the pre-training) applies."""
     output_dir = tmp_path / "out"
     transformer = "configs/compare/presets/tiny-transformer.json"
     argv = [
         SMOKE, "--output_dir", output_dir, "--max_length", 128, "--presets", f"tiny,{transformer}", "--seeds", 1,
         *("--pretrain_presets", transformer, "--no_svm_baseline", "--max_steps", 4, "--eval_steps", 4),
+        "--group_by_length",
     ]  # fmt: skip
     results = run_command("compare", argv)
     expected = {"tiny": 128, "tiny-transformer": 64, "tiny-transformer+MLM": 64}
@@ -367,6 +368,7 @@ def test_a_preset_with_fewer_positions_than_max_length_is_cut_at_its_positions(t
         folder = output_dir / "runs" / label / "seed-1"
         assert read(folder / "train_args.json")["model"]["max_length"] == max_length, label
         assert read(folder / "run_info.json")["max_length"] == max_length, label
+        assert read(folder / "run_info.json")["group_by_length"], label
         record = read(folder / "compare_run.json")
         assert record["max_length"] == max_length, label
         assert ("64 learned absolute positions" in record.get("max_length_note", "")) == (max_length == 64), label

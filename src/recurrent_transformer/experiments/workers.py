@@ -64,6 +64,8 @@ def pretrain(compare_args, model_args, data_args, train_args, plan: Plan, preset
         use_cpu=train_args.use_cpu,
         bf16=train_args.bf16,
         disable_tqdm=train_args.disable_tqdm,
+        # The fine-tuning runs' batching, through the Trainer's own length grouping.
+        train_sampling_strategy="group_by_length" if train_args.group_by_length else "random",
     )
     mlm_args = MLMArguments(
         mlm_probability=compare_args.mlm_probability,
