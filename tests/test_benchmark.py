@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from train_helpers import error_line
 
 from recurrent_transformer import benchmark
 from recurrent_transformer.presets import load_preset
@@ -99,8 +100,72 @@ def test_profile_reports_the_mingru_scan_share_and_none_for_an_lstm(tmp_path):
     assert "scan_percent" in results["columns"] and results["columns"][-1] == "reference"
     assert lstm_row["scan_percent"] is None  # the tiny preset's cell is an LSTM: no scan
     assert 0 < mingru_row["scan_percent"] < 100
+    # The recurrent sub-layers' share, forward and backward: the scan is part of it.
+    assert "recurrence_percent" in results["columns"]
+    assert 0 < lstm_row["recurrence_percent"] < 100
+    assert mingru_row["scan_percent"] <= mingru_row["recurrence_percent"] < 100
     assert "aten::" in mingru_row["profile"]
     profile_text = (tmp_path / "bench-profile.txt").read_text()
     assert "## tiny" in profile_text and "tiny-mingru" in profile_text
     table = [line for line in results["markdown"].splitlines() if line.startswith("|")]
-    assert "scan %" in table[0] and table[2].count("|") == len(results["columns"]) + 1
+    assert "scan %" in table[0] and "recurrence %" in table[0]
+    assert table[2].count("|") == len(results["columns"]) + 1
+
+
+def test_profile_reports_no_recurrence_share_for_a_model_without_one(tmp_path):
+    results = benchmark.main([*TINY_RUN, "--presets", "configs/compare/presets/tiny-transformer.json", "--profile"])
+    [row] = results["rows"]
+    assert row["scan_percent"] is None and row["recurrence_percent"] is None
+
+
+def test_sweep_gives_a_row_per_preset_length_and_thread_count(tmp_path):
+    """--seq_lens 16 32 at 64 tokens per step (batches of 4 and 2) and --threads 1 2: four rows of one table,
+    each of finite positive numbers, the models built once (the same parameters in every row)."""
+    sweep = ["--seq_lens", 16, 32, "--tokens_per_batch", 64, "--threads", 1, 2]
+    argv = ["--presets", "tiny", "--rounds", 1, "--steps", 1, "--warmup", 1, *sweep, "--profile"]
+    results = benchmark.main([*map(str, argv), "--output", str(tmp_path / "sweep")])
+
+    expected_columns = ["preset", "seq_len", "batch_size", "threads", *benchmark.COLUMNS[1:-1], "scan_percent",
+                        "recurrence_percent", "reference"]  # fmt: skip
+    assert results["columns"] == expected_columns
+    rows = results["rows"]
+    assert [(row["seq_len"], row["batch_size"], row["threads"]) for row in rows] == [
+        (16, 4, 1), (16, 4, 2), (32, 2, 1), (32, 2, 2)
+    ]  # fmt: skip
+    for row in rows:
+        assert "error" not in row, row.get("error")
+        for column in expected_columns[1:-3]:
+            value = row[column]
+            assert isinstance(value, int | float) and math.isfinite(value) and value > 0, f"{column}={value!r}"
+        assert row["scan_percent"] is None and 0 < row["recurrence_percent"] < 100
+        assert (row["params"], row["ref_params"]) == (rows[0]["params"], rows[0]["ref_params"])
+        assert row["train_ratio"] == pytest.approx(row["train_tokens_per_s"] / row["ref_train_tokens_per_s"])
+
+    table = [line for line in results["markdown"].splitlines() if line.startswith("|")]
+    assert len(table) == 2 + len(rows)
+    assert table[0].startswith("| preset | seq len | batch size | threads | params |")
+    assert all(line.count("|") == len(expected_columns) + 1 for line in table)
+    assert [line.split("|")[1:5] for line in table[2:]] == [
+        [" tiny ", f" {length} ", f" {64 // length} ", f" {threads} "] for length in (16, 32) for threads in (1, 2)
+    ]
+    assert "64 tokens per step at every length" in results["markdown"]
+    assert json.loads((tmp_path / "sweep.json").read_text())["rows"][3]["seq_len"] == 32
+    profile_text = (tmp_path / "sweep-profile.txt").read_text()
+    assert "## tiny, 16 tokens, 1 thread(s)" in profile_text and "## tiny, 32 tokens, 2 thread(s)" in profile_text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seq_lens", "16", "32", "--tokens_per_batch", "16"], "--tokens_per_batch=16 must be at least the longest"),
+        (["--threads", "1", "1"], "--threads=[1, 1] must be distinct positive integers"),
+        (["--seq_lens", "0"], "--seq_lens=[0] must be distinct positive integers"),
+        (["--generation", "--seq_lens", "16"], "--generation uses --contexts"),
+    ],
+    ids=["tokens-below-length", "repeated-threads", "zero-length", "generation"],
+)
+def test_bad_sweep_settings_are_one_error_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as stopped:
+        benchmark.main(["--presets", "tiny", *argv])
+    assert stopped.value.code == 2
+    assert message in error_line(capsys)

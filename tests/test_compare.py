@@ -125,6 +125,21 @@ def test_resume_keeps_finished_runs_and_refuses_changed_settings(comparison, tmp
     assert {name: (copy / name).read_bytes() for name in files_under(copy)} == before
 
 
+def test_a_comparison_saved_before_a_setting_existed_resumes(comparison, tmp_path, capsys):
+    """compare_args.json written before --group_by_length existed: the comparison ran as its default (shuffled)
+    does, so it resumes; asking for length-grouped batches on resume is a change, refused."""
+    output_dir, results = comparison
+    copy = tmp_path / "copy"
+    shutil.copytree(output_dir, copy)
+    saved = read(copy / "compare_args.json")
+    del saved["training"]["group_by_length"]
+    (copy / "compare_args.json").write_text(json.dumps(saved))
+    resumed = run_command("compare", [SMOKE, "--output_dir", copy, "--resume"])
+    assert [row["summary"] for row in resumed["rows"]] == [row["summary"] for row in results["rows"]]
+    line = assert_refused(capsys, [SMOKE, "--output_dir", copy, "--resume", "--group_by_length"], "settings differ")
+    assert "training.group_by_length" in line
+
+
 def test_published_card_shows_the_comparison_table(comparison, tmp_path):
     """push-to-hub --comparison: a run's card carries the comparison's rows, mean ± std as results.json says."""
     output_dir, results = comparison
@@ -252,7 +267,7 @@ def assert_refused(capsys, argv, message):
         (["--seed", "42"], "seed is set per run by the comparison; use --seeds"),
         (["--pretrain_presets", "hybrid-small"], "pretrain_presets ['hybrid-small'] are not among the model presets"),
         (["--parallel_runs", "0"], "parallel_runs=0 is out of range"),
-        (["--max_length", "256"], "max_length=256 exceeds max_position_embeddings=64 of model config"),
+        (["--max_length", "1"], "max_length=1 must be an integer >= 2"),
         (["--learning_rate", "-0.1"], "learning_rate=-0.1 must be 0 or more"),
     ],
     ids=[
@@ -263,7 +278,7 @@ def assert_refused(capsys, argv, message):
         "seed",
         "pretrain-preset",
         "parallel-runs",
-        "max-length-over-positions",
+        "max-length-too-short",
         "negative-lr",
     ],
 )
@@ -334,3 +349,33 @@ def test_time_budget_stops_a_run_and_is_recorded(tmp_path):
     history = read(output_dir / "eval_history.json")
     assert history[-1]["step"] == run_info["global_step"]
     assert history[-1]["train_seconds"] <= run_info["train_seconds"]
+
+
+def test_a_preset_with_fewer_positions_than_max_length_is_cut_at_its_positions(tmp_path):
+    """--max_length 128 with tiny-transformer's 64 learned absolute positions: instead of refusing the comparison,
+    that preset's runs (its MLM pre-training included) cut texts at 64 tokens, record it, and results.md says so;
+    tiny (no positions) uses 128. With --group_by_length, which every run (and the pre-training) applies."""
+    output_dir = tmp_path / "out"
+    transformer = "configs/compare/presets/tiny-transformer.json"
+    argv = [
+        SMOKE, "--output_dir", output_dir, "--max_length", 128, "--presets", f"tiny,{transformer}", "--seeds", 1,
+        *("--pretrain_presets", transformer, "--no_svm_baseline", "--max_steps", 4, "--eval_steps", 4),
+        "--group_by_length",
+    ]  # fmt: skip
+    results = run_command("compare", argv)
+    expected = {"tiny": 128, "tiny-transformer": 64, "tiny-transformer+MLM": 64}
+    for label, max_length in expected.items():
+        folder = output_dir / "runs" / label / "seed-1"
+        assert read(folder / "train_args.json")["model"]["max_length"] == max_length, label
+        assert read(folder / "run_info.json")["max_length"] == max_length, label
+        assert read(folder / "run_info.json")["group_by_length"], label
+        record = read(folder / "compare_run.json")
+        assert record["max_length"] == max_length, label
+        assert ("64 learned absolute positions" in record.get("max_length_note", "")) == (max_length == 64), label
+    runs = {row["label"]: row["runs"][0]["max_length"] for row in results["rows"]}
+    assert runs == expected
+    note = (
+        "tiny-transformer has 64 learned absolute positions: its runs cut texts at max_length 64 (the comparison's "
+        "max_length is 128)."
+    )
+    assert f"- {note}" in (output_dir / "results.md").read_text()

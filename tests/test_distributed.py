@@ -104,3 +104,22 @@ def test_two_cpu_processes_match_one(tokenizer_dir, single_process, tmp_path, la
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["test"]["num_samples"] == 30  # gather_for_metrics drops the rows padded for even shards
     assert metrics["test"]["confusion_matrix"] == single_results["test"]["confusion_matrix"]
+
+
+def test_two_cpu_processes_match_one_with_length_grouped_batches(tokenizer_dir, single_process, tmp_path):
+    """--group_by_length groups global batches (8 rows here, whatever their split), with an order drawn from
+    (seed, epoch): 2 processes x 2 rows x 2 micro-batches train on the same rows at every step as 1 process x 8."""
+    grouped = [*common_args(tokenizer_dir, tmp_path / "single"), "--group_by_length", "--max_length", 160]
+    single_results = run_command("train", [*grouped, "--per_device_train_batch_size", 8])
+    output_dir = tmp_path / "run"
+    per_process = ["--per_device_train_batch_size", 2, "--gradient_accumulation_steps", 2]
+    launch(*LAUNCHERS["flags"], [*common_args(tokenizer_dir, output_dir), *grouped[-3:], *per_process])
+
+    run_info = json.loads((output_dir / "run_info.json").read_text())
+    assert run_info["num_processes"] == 2 and run_info["group_by_length"] and run_info["global_step"] == 6
+    assert_same_weights(output_dir, tmp_path / "single", atol=1e-5)
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["test"]["confusion_matrix"] == single_results["test"]["confusion_matrix"]
+    # The grouping changed the batches: other weights than the shuffled single-process run's.
+    with pytest.raises(AssertionError):
+        assert_same_weights(output_dir, single_process[0], atol=1e-5)

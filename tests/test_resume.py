@@ -35,16 +35,23 @@ def uninterrupted(tokenizer_dir, tmp_path_factory):
     return output_dir, run_command("train", run_args(tokenizer_dir, output_dir))
 
 
-@pytest.mark.parametrize("stop_after_step", [4, 3], ids=["mid-epoch", "epoch-end"])
-def test_resumed_run_ends_with_the_uninterrupted_weights(tokenizer_dir, uninterrupted, tmp_path, stop_after_step):
-    reference_dir, reference = uninterrupted
-    output_dir = tmp_path / "run"
-    stopped = run_command("train", [*run_args(tokenizer_dir, output_dir), "--stop_after_step", stop_after_step])
+@pytest.fixture(scope="module")
+def uninterrupted_grouped(tokenizer_dir, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("uninterrupted-grouped") / "run"
+    return output_dir, run_command("train", [*run_args(tokenizer_dir, output_dir), "--group_by_length"])
+
+
+def check_resumed_run(tokenizer_dir, reference_run, output_dir, stop_after_step, extra_args=()):
+    """Stop a run after `stop_after_step`, resume it, and compare it with the uninterrupted `reference_run`."""
+    reference_dir, reference = reference_run
+    stopped = run_command(
+        "train", [*run_args(tokenizer_dir, output_dir), *extra_args, "--stop_after_step", stop_after_step]
+    )
     assert stopped == {"stopped_at_step": stop_after_step}
     assert not (output_dir / "metrics.json").exists()
     before = {name: (output_dir / name).read_bytes() for name in files_under(output_dir)}
 
-    resumed = run_command("train", [*run_args(tokenizer_dir, output_dir), "--resume"])
+    resumed = run_command("train", [*run_args(tokenizer_dir, output_dir), *extra_args, "--resume"])
     assert_same_weights(output_dir, reference_dir, atol=1e-6)
     assert resumed["test"] == reference["test"]
     assert resumed["global_step"] == 8
@@ -65,6 +72,29 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tokenizer_dir, uninterr
     assert [loss for _, loss in losses] == pytest.approx([loss for _, loss in expected], abs=1e-6)
     run_info = json.loads((output_dir / "run_info.json").read_text())
     assert run_info["resumed_from"].endswith(f"step-{stop_after_step:07d}")
+    # The same batches: the same real and padded tokens, counted across the interruption.
+    reference_info = json.loads((reference_dir / "run_info.json").read_text())
+    assert run_info["train_tokens"] == reference_info["train_tokens"]
+    assert run_info["train_padding_share"] == reference_info["train_padding_share"]
+
+
+@pytest.mark.parametrize("stop_after_step", [4, 3], ids=["mid-epoch", "epoch-end"])
+def test_resumed_run_ends_with_the_uninterrupted_weights(tokenizer_dir, uninterrupted, tmp_path, stop_after_step):
+    check_resumed_run(tokenizer_dir, uninterrupted, tmp_path / "run", stop_after_step)
+
+
+def test_resumed_length_grouped_run_ends_with_the_uninterrupted_weights(
+    tokenizer_dir, uninterrupted, uninterrupted_grouped, tmp_path
+):
+    """--group_by_length stopped mid-epoch (step 4: the second of the epoch's three steps) and resumed: the
+    length-grouped order is drawn from (seed, epoch) alone, so the resumed run meets the same batches."""
+    check_resumed_run(tokenizer_dir, uninterrupted_grouped, tmp_path / "run", 4, ["--group_by_length"])
+    # The grouping did change the batches (their padding is measured in test_length_grouping.py): other weights.
+    grouped_dir, shuffled_dir = uninterrupted_grouped[0], uninterrupted[0]
+    grouped, shuffled = (json.loads((folder / "run_info.json").read_text()) for folder in (grouped_dir, shuffled_dir))
+    assert grouped["group_by_length"] and not shuffled["group_by_length"]
+    with pytest.raises(AssertionError):
+        assert_same_weights(grouped_dir, shuffled_dir, atol=1e-6)
 
 
 @pytest.fixture

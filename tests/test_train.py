@@ -217,3 +217,38 @@ def test_a_gpu_only_launch_without_gpus_is_refused(tmp_path, capsys, monkeypatch
     line = error_line(capsys)
     assert f"asks for {name}, which needs GPUs" in line and "multi_cpu.yaml" in line
     assert not (tmp_path / "out").exists()
+
+
+def long_texts_csv(path, rows: int, words: int, seed: int):
+    """`rows` texts of `words` words each (two labels in turn), drawn from 200 made-up words: about a token a word."""
+    generator = torch.Generator().manual_seed(seed)
+    vocabulary = [f"w{index}" for index in range(200)]
+    lines = ["text,label"]
+    for row in range(rows):
+        picks = torch.randint(0, len(vocabulary), (words,), generator=generator).tolist()
+        lines.append(f"{' '.join(vocabulary[pick] for pick in picks)},{'ab'[row % 2]}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_preset_without_positions_trains_at_max_length_4096(tmp_path):
+    """The tiny preset has no position embeddings (the recurrence encodes order), so max_length is not capped by
+    a position table: a step on two texts cut at 4,096 tokens, then validation and test on such texts."""
+    train = long_texts_csv(tmp_path / "train.csv", rows=2, words=5000, seed=0)
+    held_out = long_texts_csv(tmp_path / "held_out.csv", rows=2, words=5000, seed=1)
+    output_dir = tmp_path / "run"
+    results = run_command(
+        "train",
+        [
+            SMOKE, "--output_dir", output_dir, "--max_length", 4096,
+            *("--train_file", train, "--validation_file", held_out, "--test_file", held_out),
+            *("--max_steps", 1, "--per_device_train_batch_size", 2, "--per_device_eval_batch_size", 2),
+            *("--tokenizer_min_frequency", 1, "--disable_tqdm"),
+        ],
+    )  # fmt: skip
+    run_info = json.loads((output_dir / "run_info.json").read_text())
+    assert run_info["max_length"] == 4096 and run_info["global_step"] == 1
+    assert run_info["train_tokens"] == 2 * 4096  # both texts are longer: cut at 4,096, no padding
+    assert run_info["train_padding_share"] == 0
+    assert results["test"]["num_samples"] == 2
+    assert all(math.isfinite(value) for value in (results["test"]["accuracy"], results["best_validation"]["f1_macro"]))

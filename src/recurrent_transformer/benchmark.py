@@ -13,6 +13,8 @@ model runs `--steps` steps (the order alternates from round to round); a through
     recurrent-transformer benchmark --threads 2 --output runs/benchmark   # writes runs/benchmark.md and .json
     recurrent-transformer benchmark --generation --threads 1         # batch-1 greedy decoding latency vs Llama
     recurrent-transformer benchmark --presets mingru-hybrid --profile    # + where a training step's time goes
+    recurrent-transformer benchmark --presets tiny hybrid-small --seq_lens 128 512 2048 8192 --tokens_per_batch 8192 \
+        --threads 1 2 --output runs/bench/lengths           # one row per preset, length and thread count
 
 Default task: sequence classification with `--num_labels` 8 against `BertForSequenceClassification` (gelu,
 `hidden_dropout_prob` and `attention_probs_dropout_prob` from the preset). `--causal` instead benchmarks each
@@ -39,10 +41,19 @@ forward pass with its cache), ms/token = median gap between consecutive stamps (
 cache plus generate's own per-token work). Medians over interleaved rounds; growth = ms/token at the longest
 context / at the shortest.
 
-`--profile` runs torch.profiler over `--steps` more training steps of our model and adds the column `scan %`: the
-share of the step's CPU time spent in the parallel scan of a minGRU cell (`linear_scan`'s forward and its backward
-node), n/a for presets without one. The top operators by self CPU time go to the log and, with `--output`, to
-<output>-profile.txt.
+`--seq_lens` sweeps lengths and `--threads` thread counts: each preset's two models are built once (positions for
+the longest length) and measured at every length and thread count, one row each in one table, with the columns
+`seq len`, `batch size` and `threads` after the preset. `--tokens_per_batch` keeps the tokens per step equal across
+lengths (batch = tokens_per_batch // length), so the rows show how the cost per token grows with length (attention
+grows with it, a recurrence does not). A point that fails (say, memory at 8192) is an n/a row; the others still run.
+Without these flags the table is the single-length one.
+
+`--profile` runs torch.profiler over `--steps` more training steps of our model (at every length and thread count)
+and adds two columns: `scan %`, the share of the step's CPU time spent in the parallel scan of a minGRU cell
+(`linear_scan`'s forward and its backward node), n/a for presets without one; and `recurrence %`, the share spent in
+the recurrent sub-layers (`RecurrentMixer`: its forward, labelled with `record_function`, and the backward nodes of
+the ops it ran), n/a for presets without recurrence. The top operators by self CPU time go to the log and, with
+`--output`, to <output>-profile.txt.
 
 Timings are only comparable within one run: the models share the process, the threads and the machine's load
 (the footnote gives the load average). A preset that fails (e.g. `--bf16` on a CPU without native bf16, where
@@ -108,8 +119,15 @@ COLUMNS = [
 # --generation: the recurrence-only baseline and the sliding-window hybrid, whose per-token cost should not grow.
 GENERATION_PRESETS = ["lstm-baseline", "hybrid-sliding"]
 FEED_FORWARD_STEP = 64  # the parameter-matched Llama's intermediate_size is a multiple of this
-PROFILE_COLUMNS = ["scan_percent"]
+PROFILE_COLUMNS = ["scan_percent", "recurrence_percent"]
 SCAN_EVENTS = ("linear_scan", "LinearScanBackward")  # the scan's forward (labelled here) and its autograd node
+RECURRENCE_EVENT = "recurrent_mixer"  # a recurrent sub-layer's forward, labelled here
+BACKWARD_PREFIX = "autograd::engine::evaluate_function: "  # the profiler's event for one backward node
+SWEEP_COLUMNS = ["seq_len", "batch_size", "threads"]  # after "preset" when lengths or thread counts are swept
+PROFILE_NOTE = (
+    " scan %: share of a training step's CPU time in minGRU's parallel scan; recurrence %: in the recurrent "
+    "sub-layers (forward and backward, the scan included); n/a: the preset has none."
+)
 PROFILE_ROWS = 15  # operators listed per preset
 COMPILE_COLUMNS = ["compiled_train_tokens_per_s", "compile_train_speedup", "compiled_infer_tokens_per_s",
                    "compile_infer_speedup"]  # fmt: skip
@@ -124,14 +142,31 @@ class BenchmarkArguments:
             f"--generation: {' '.join(GENERATION_PRESETS)})."
         },
     )
-    batch_size: int = field(default=32, metadata={"help": "Sequences per step."})
-    seq_len: int = field(default=128, metadata={"help": "Tokens per sequence (no padding)."})
+    batch_size: int = field(default=32, metadata={"help": "Sequences per step (see --tokens_per_batch)."})
+    seq_len: int = field(default=128, metadata={"help": "Tokens per sequence (no padding); see --seq_lens."})
+    seq_lens: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Sequence lengths to sweep, e.g. 128 512 2048 8192: one table row per preset, length and thread "
+            "count (the models are built once per preset, with positions for the longest). Unset: --seq_len alone."
+        },
+    )
+    tokens_per_batch: int | None = field(
+        default=None,
+        metadata={
+            "help": "Tokens per step at every length: batch = tokens_per_batch // length (so 8192 gives 64 x 128 and "
+            "1 x 8192). Unset: --batch_size at every length."
+        },
+    )
     vocab_size: int = field(default=8000, metadata={"help": "Vocabulary of both models (overrides the preset's)."})
     num_labels: int = field(default=8, metadata={"help": "Classes of the sequence-classification head."})
     rounds: int = field(default=5, metadata={"help": "Timed rounds; each throughput is the median over rounds."})
     steps: int = field(default=3, metadata={"help": "Steps each model runs per round."})
     warmup: int = field(default=2, metadata={"help": "Untimed steps per model before each phase (and compile)."})
-    threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads; default: usable CPU cores."})
+    threads: list[int] | None = field(
+        default=None,
+        metadata={"help": "torch.set_num_threads values, e.g. 1 2 (one row each); default: the usable CPU cores."},
+    )
     bf16: bool = field(default=False, metadata={"help": "Run forward and loss under torch.autocast(cpu, bfloat16)."})
     compile: bool = field(default=False, metadata={"help": "Also time torch.compile(our model); report speed-up."})
     profile: bool = field(
@@ -154,8 +189,19 @@ class BenchmarkArguments:
                 raise ValueError(f"--{name}={getattr(self, name)} must be a positive integer")
         if self.warmup < 0:
             raise ValueError(f"--warmup={self.warmup} must be >= 0")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"--threads={self.threads} must be a positive integer")
+        for name in ("seq_lens", "threads"):
+            values = getattr(self, name)
+            if values is not None and (not values or min(values) < 1 or len(set(values)) < len(values)):
+                raise ValueError(f"--{name}={values} must be distinct positive integers")
+        if self.tokens_per_batch is not None and self.tokens_per_batch < max(sequence_lengths(self)):
+            raise ValueError(
+                f"--tokens_per_batch={self.tokens_per_batch} must be at least the longest length "
+                f"({max(sequence_lengths(self))}): every step holds the same number of tokens"
+            )
+        if self.generation and (self.seq_lens is not None or len(self.threads or []) > 1):
+            raise ValueError(
+                "--seq_lens and several --threads sweep training and inference; --generation uses --contexts"
+            )
         if not self.contexts or min(self.contexts) < 1:
             raise ValueError(f"--contexts={self.contexts} must be positive prompt lengths")
         if self.new_tokens < 2 and self.generation:
@@ -173,10 +219,24 @@ class Contender:
     causal: bool
 
 
+def sequence_lengths(args: BenchmarkArguments) -> list[int]:
+    return args.seq_lens or [args.seq_len]
+
+
+def batch_size_at(args: BenchmarkArguments, seq_len: int) -> int:
+    """Sequences per step at `seq_len`: --tokens_per_batch // seq_len, or --batch_size."""
+    return args.batch_size if args.tokens_per_batch is None else args.tokens_per_batch // seq_len
+
+
+def is_sweep(args: BenchmarkArguments) -> bool:
+    """Whether the table has a row per length and thread count (and the columns that say which)."""
+    return args.seq_lens is not None or len(args.threads) > 1
+
+
 def parse_args(argv: list[str]) -> BenchmarkArguments:
     (args,) = parse_arguments((BenchmarkArguments,), argv)
     if args.threads is None:
-        args.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        args.threads = [len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()]
     if args.presets is None:
         args.presets = GENERATION_PRESETS if args.generation else [n for n in available_presets() if n != "tiny"]
     return args
@@ -188,7 +248,7 @@ def parse_args(argv: list[str]) -> BenchmarkArguments:
 
 
 def build_ours(preset: str, args: BenchmarkArguments) -> torch.nn.Module:
-    overrides = {"vocab_size": args.vocab_size, "max_position_embeddings": max(512, args.seq_len)}
+    overrides = {"vocab_size": args.vocab_size, "max_position_embeddings": max(512, *sequence_lengths(args))}
     if args.causal:
         config = load_preset(preset, bidirectional=False, **overrides)
         config._attn_implementation = "sdpa"
@@ -229,7 +289,7 @@ def build_reference(config, args: BenchmarkArguments) -> tuple[torch.nn.Module, 
         "num_hidden_layers": shape["num_hidden_layers"],
         "num_attention_heads": shape["num_attention_heads"],
         "intermediate_size": shape["intermediate_size"],
-        "max_position_embeddings": max(512, args.seq_len),
+        "max_position_embeddings": max(512, *sequence_lengths(args)),
         "pad_token_id": 0,
     }
     if args.causal:
@@ -273,14 +333,15 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())  # tied weights are listed once
 
 
-def make_batch(args: BenchmarkArguments) -> dict[str, torch.Tensor]:
+def make_batch(args: BenchmarkArguments, seq_len: int) -> dict[str, torch.Tensor]:
     """Random token ids (no pad id, all-ones mask); class labels, or the ids themselves for a causal LM."""
     generator = torch.Generator().manual_seed(args.seed)
-    input_ids = torch.randint(1, args.vocab_size, (args.batch_size, args.seq_len), generator=generator)
+    batch_size = batch_size_at(args, seq_len)
+    input_ids = torch.randint(1, args.vocab_size, (batch_size, seq_len), generator=generator)
     if args.causal:
         labels = input_ids.clone()
     else:
-        labels = torch.randint(0, args.num_labels, (args.batch_size,), generator=generator)
+        labels = torch.randint(0, args.num_labels, (batch_size,), generator=generator)
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
 
 
@@ -323,7 +384,7 @@ def measure_throughput(
     for contender in contenders:
         contender.model.train(training)
         timed(step, contender, batch, args.warmup)
-    tokens = args.batch_size * args.seq_len * args.steps
+    tokens = batch["input_ids"].numel() * args.steps
     per_round = {contender.name: [] for contender in contenders}
     for round_idx in range(args.rounds):
         order = contenders if round_idx % 2 == 0 else contenders[::-1]
@@ -355,27 +416,55 @@ def peak_train_memory(contender: Contender, batch: dict) -> dict[str, float]:
     return {"static_mib": static_bytes / MIB, "step_peak_mib": peak / MIB, "total_mib": (static_bytes + peak) / MIB}
 
 
-def profile_training(contender: Contender, batch: dict, steps: int) -> tuple[float | None, str]:
-    """Percent of `steps` training steps' CPU time in the minGRU scan (None without one), and the top operators."""
-    original = modeling.linear_scan
+def profile_training(contender: Contender, batch: dict, steps: int) -> tuple[float | None, float | None, str]:
+    """Percent of `steps` training steps' CPU time in the minGRU scan and in the recurrent sub-layers, forward and
+    backward (None where the model has none), and the top operators.
+
+    The scan's forward and the mixers' forward are labelled here with `record_function` (the modeling file looks
+    `linear_scan` up in its module, and the mixer's `forward` on its class, at call time). A backward node is the
+    mixer's when its forward op ran inside a labelled mixer: autograd gives both the same sequence number."""
+    original_scan, original_forward = modeling.linear_scan, modeling.RecurrentMixer.forward
 
     def labelled_scan(*args, **kwargs):
         with torch.profiler.record_function(SCAN_EVENTS[0]):
-            return original(*args, **kwargs)
+            return original_scan(*args, **kwargs)
+
+    def labelled_forward(self, *args, **kwargs):
+        with torch.profiler.record_function(RECURRENCE_EVENT):
+            return original_forward(self, *args, **kwargs)
 
     contender.model.train()
-    modeling.linear_scan = labelled_scan  # the mixer looks the function up in its module at call time
+    modeling.linear_scan, modeling.RecurrentMixer.forward = labelled_scan, labelled_forward
     try:
         with profile(activities=[ProfilerActivity.CPU]) as profiler:
             for _ in range(steps):
                 train_step(contender, batch)
     finally:
-        modeling.linear_scan = original
+        modeling.linear_scan, modeling.RecurrentMixer.forward = original_scan, original_forward
     averages = profiler.key_averages()
     total = sum(event.self_cpu_time_total for event in averages)
     scan = sum(event.cpu_time_total for event in averages if event.key in SCAN_EVENTS)
+    recurrence = recurrence_cpu_time(profiler.events())
     table = averages.table(sort_by="self_cpu_time_total", row_limit=PROFILE_ROWS)
-    return (100 * scan / total if scan else None), table
+    return (100 * scan / total if scan else None), (100 * recurrence / total if recurrence else None), table
+
+
+def descendants(event):
+    for child in event.cpu_children:
+        yield child
+        yield from descendants(child)
+
+
+def recurrence_cpu_time(events) -> float:
+    """CPU time (us) of the labelled mixers' forward ranges and of the backward nodes of the ops they ran."""
+    mixers = [event for event in events if event.name == RECURRENCE_EVENT]
+    forward_ops = {(op.thread, op.sequence_nr) for mixer in mixers for op in descendants(mixer) if op.sequence_nr >= 0}
+    backward = [
+        event.cpu_time_total
+        for event in events
+        if event.name.startswith(BACKWARD_PREFIX) and (event.fwd_thread, event.sequence_nr) in forward_ops
+    ]
+    return sum(mixer.cpu_time_total for mixer in mixers) + sum(backward)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -523,8 +612,8 @@ def format_generation_markdown(rows: list[dict], args: BenchmarkArguments, setti
     lines += [
         "",
         f"batch 1, greedy generate(), {args.new_tokens} new tokens per prompt, contexts {args.contexts}, vocab "
-        f"{args.vocab_size}, fp32, sdpa attention, {args.threads} thread(s) on {settings['cpu']} (1-min load average "
-        f"{settings['load_average_1min_start']} at start, {settings['load_average_1min_end']} at end), torch "
+        f"{args.vocab_size}, fp32, sdpa attention, {args.threads[0]} thread(s) on {settings['cpu']} (1-min load "
+        f"average {settings['load_average_1min_start']} at start, {settings['load_average_1min_end']} at end), torch "
         f"{torch.__version__}, transformers {transformers.__version__}. ms/token: median gap between consecutive "
         f"tokens' scores; prefill: generate() start to the first token's scores; medians over {args.rounds} "
         "interleaved rounds. Llama: same hidden size, layers and heads, feed-forward width matched to our parameters.",
@@ -537,8 +626,9 @@ def format_generation_markdown(rows: list[dict], args: BenchmarkArguments, setti
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def benchmark_preset(preset: str, args: BenchmarkArguments) -> dict:
-    batch = make_batch(args)
+def build_contenders(preset: str, args: BenchmarkArguments) -> tuple[list[Contender], str]:
+    """Our model and the reference (and, with --compile, a compiled copy of ours), each with its own AdamW; the
+    reference's label. Built once per preset, for every length and thread count."""
     torch.manual_seed(args.seed)
     ours_model = build_ours(preset, args)
     torch.manual_seed(args.seed)
@@ -547,23 +637,29 @@ def benchmark_preset(preset: str, args: BenchmarkArguments) -> dict:
     if args.compile:
         # A copy with its own optimizer, so the eager and compiled models train independently.
         contenders.append(make_contender("compiled", torch.compile(copy.deepcopy(ours_model)), args))
+    return contenders, reference_label
 
+
+def benchmark_point(preset: str, contenders: list[Contender], reference_label: str, args, seq_len: int, threads: int):
+    """One row of the table: the contenders' tokens/s, training memory (and profile) at one length and thread
+    count."""
+    torch.set_num_threads(threads)
+    batch = make_batch(args, seq_len)
+    where = f"{preset} at {seq_len} tokens, {threads} thread(s)"
     train = measure_throughput(contenders, train_step, batch, args)
-    logger.info("%s training tokens/s per round: %s", preset, train)
+    logger.info("%s: training tokens/s per round: %s", where, train)
     memory = {contender.name: peak_train_memory(contender, batch) for contender in contenders[:2]}
     infer = measure_throughput(contenders, infer_step, batch, args)
-    logger.info("%s inference tokens/s per round: %s", preset, infer)
-
-    if args.profile:
-        scan_percent, profile_table = profile_training(contenders[0], batch, args.steps)
-        logger.info("%s: where our training step's time goes\n%s", preset, profile_table)
-
+    logger.info("%s: inference tokens/s per round: %s", where, infer)
     train_median = {name: statistics.median(values) for name, values in train.items()}
     infer_median = {name: statistics.median(values) for name, values in infer.items()}
     row = {
         "preset": preset,
-        "params": count_parameters(ours_model),
-        "ref_params": count_parameters(reference_model),
+        "seq_len": seq_len,
+        "batch_size": batch["input_ids"].shape[0],
+        "threads": threads,
+        "params": count_parameters(contenders[0].model),
+        "ref_params": count_parameters(contenders[1].model),
         "train_tokens_per_s": train_median["ours"],
         "ref_train_tokens_per_s": train_median["reference"],
         "train_ratio": train_median["ours"] / train_median["reference"],
@@ -580,8 +676,10 @@ def benchmark_preset(preset: str, args: BenchmarkArguments) -> dict:
         row["compiled_infer_tokens_per_s"] = infer_median["compiled"]
         row["compile_infer_speedup"] = infer_median["compiled"] / infer_median["ours"]
     if args.profile:
-        row["scan_percent"] = scan_percent
-        row["profile"] = profile_table
+        row["scan_percent"], row["recurrence_percent"], row["profile"] = profile_training(
+            contenders[0], batch, args.steps
+        )
+        logger.info("%s: where our training step's time goes\n%s", where, row["profile"])
     row["details"] = {
         "train_rounds": train,
         "infer_rounds": infer,
@@ -593,23 +691,48 @@ def benchmark_preset(preset: str, args: BenchmarkArguments) -> dict:
     return row
 
 
-def benchmark_or_fail(preset: str, args: BenchmarkArguments) -> dict:
-    """`benchmark_preset`, or a row of n/a values naming the error (e.g. a kernel missing for --bf16 on this CPU)."""
+def failed_row(preset: str, args: BenchmarkArguments, error: RuntimeError, **point) -> dict:
+    """A row of n/a values naming the error (e.g. a kernel missing for --bf16 on this CPU, or memory at a length)."""
+    logger.error("%s %s failed", preset, point or "", exc_info=error)
+    message = f"{type(error).__name__}: {str(error).split('. ')[0][:120]}"
+    row = dict.fromkeys(columns(args))
+    row.update(preset=preset, **point, reference=f"failed: {message}", error=str(error))
+    return row
+
+
+def benchmark_or_fail(preset: str, args: BenchmarkArguments) -> list[dict]:
+    """The preset's rows (one per length and thread count; one with --generation); a failure gives n/a rows where
+    it happened, and the other lengths still run."""
+    if args.generation:
+        try:
+            return [benchmark_generation(preset, args)]
+        except RuntimeError as error:
+            return [failed_row(preset, args, error)]
+    points = [(seq_len, threads) for seq_len in sequence_lengths(args) for threads in args.threads]
     try:
-        return benchmark_generation(preset, args) if args.generation else benchmark_preset(preset, args)
+        contenders, reference_label = build_contenders(preset, args)
     except RuntimeError as error:
-        logger.exception("%s failed", preset)
-        message = f"{type(error).__name__}: {str(error).split('. ')[0][:120]}"
-        row = dict.fromkeys(columns(args))
-        row.update(preset=preset, reference=f"failed: {message}", error=str(error))
-        return row
+        return [failed_row(preset, args, error, **point_keys(args, *point)) for point in points]
+    rows = []
+    for seq_len, threads in points:
+        try:
+            rows.append(benchmark_point(preset, contenders, reference_label, args, seq_len, threads))
+        except RuntimeError as error:
+            rows.append(failed_row(preset, args, error, **point_keys(args, seq_len, threads)))
+        gc.collect()
+    return rows
+
+
+def point_keys(args: BenchmarkArguments, seq_len: int, threads: int) -> dict:
+    return {"seq_len": seq_len, "batch_size": batch_size_at(args, seq_len), "threads": threads}
 
 
 def columns(args: BenchmarkArguments) -> list[str]:
     if args.generation:
         return generation_columns(args)
     extra = (COMPILE_COLUMNS if args.compile else []) + (PROFILE_COLUMNS if args.profile else [])
-    return COLUMNS[:-1] + extra + COLUMNS[-1:]
+    names = COLUMNS[:-1] + extra + COLUMNS[-1:]
+    return names[:1] + SWEEP_COLUMNS + names[1:] if is_sweep(args) else names
 
 
 def header(column: str, reference_name: str) -> str:
@@ -643,16 +766,28 @@ def format_markdown(rows: list[dict], args: BenchmarkArguments, settings: dict) 
     task = "causal LM" if args.causal else f"sequence classification, {args.num_labels} labels"
     lines += [
         "",
-        f"{task}; batch {args.batch_size} x {args.seq_len} tokens, vocab {args.vocab_size}, "
-        f"{'bf16 autocast' if args.bf16 else 'fp32'}, sdpa attention, {args.threads} thread(s) on {settings['cpu']} "
+        f"{task}; {batch_description(args)}, vocab {args.vocab_size}, "
+        f"{'bf16 autocast' if args.bf16 else 'fp32'}, sdpa attention, {threads_description(args)} on {settings['cpu']} "
         f"(1-min load average {settings['load_average_1min_start']} at start, {settings['load_average_1min_end']} "
         f"at end), torch {torch.__version__}, transformers {transformers.__version__}. "
         f"tok/s: median over {args.rounds} interleaved rounds of "
         f"{args.steps} steps after {args.warmup} warm-up steps; ratio = ours / {reference_name}. train peak MiB: "
         "parameters + AdamW state + peak tensor allocation of one training step (torch.profiler CPU allocator "
-        "events; excludes runtime and oneDNN/MKL workspaces).",
+        "events; excludes runtime and oneDNN/MKL workspaces)." + (PROFILE_NOTE if args.profile else ""),
     ]
     return "\n".join(lines)
+
+
+def batch_description(args: BenchmarkArguments) -> str:
+    if not is_sweep(args):
+        return f"batch {batch_size_at(args, args.seq_len)} x {args.seq_len} tokens"
+    if args.tokens_per_batch is None:
+        return f"batch {args.batch_size} at every length"
+    return f"{args.tokens_per_batch} tokens per step at every length (batch = {args.tokens_per_batch} // seq len)"
+
+
+def threads_description(args: BenchmarkArguments) -> str:
+    return f"{args.threads[0]} thread(s)" if len(args.threads) == 1 else "threads per row"
 
 
 def write_outputs(results: dict, output: str) -> list[Path]:
@@ -663,7 +798,14 @@ def write_outputs(results: dict, output: str) -> list[Path]:
     markdown_path.write_text(results["markdown"] + "\n")
     write_json(json_path, results)
     written = [markdown_path, json_path]
-    profiles = [f"## {row['preset']}\n\n{row['profile']}" for row in results["rows"] if row.get("profile")]
+    sweep = "seq_len" in results["columns"]
+    profiles = [
+        f"## {row['preset']}"
+        + (f", {row['seq_len']} tokens, {row['threads']} thread(s)" if sweep else "")
+        + f"\n\n{row['profile']}"
+        for row in results["rows"]
+        if row.get("profile")
+    ]
     if profiles:
         written.append(Path(f"{stem}-profile.txt"))
         written[-1].write_text("\n\n".join(profiles) + "\n")
@@ -699,13 +841,13 @@ def run(argv: list[str]) -> dict:
     """Benchmark every requested preset; print the markdown table and return the results as a dict."""
     args = parse_args(argv)
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads[0])  # --generation's; a training point sets its own
     settings = environment(args)
     logger.info("benchmark settings: %s", settings)
     rows = []
     try:
         for preset in args.presets:
-            rows.append(benchmark_or_fail(preset, args))
+            rows.extend(benchmark_or_fail(preset, args))
             logger.info("%s: %s", preset, {key: value for key, value in rows[-1].items() if key != "details"})
             gc.collect()
     finally:

@@ -16,7 +16,9 @@ Run from the repository root (data paths in configs/compare/*.yaml are relative 
 
 Every `train` setting (learning rate, batch, schedule, `--eval_steps`, `--max_length`, ...) is a key here too and is
 the same for every model; the comparison sets, per run, the preset (`--presets`), the seed (`--seeds`), the shared
-tokenizer and, for "+MLM" rows, `--init_from`. Each run is `training.classifier.train_classifier`, called in-process,
+tokenizer and, for "+MLM" rows, `--init_from`. One exception: a preset (or pretrained checkpoint) whose learned
+absolute positions are fewer than `--max_length` cuts its texts at its positions, rather than failing the whole
+comparison; its runs' compare_run.json and results.md say so. Each run is `training.classifier.train_classifier`, called in-process,
 or with `--parallel_runs N` in N worker processes at once (`experiments.workers`).
 
 1. The data is loaded and the validation split cut from train once, with `--split_seed` (default: the first seed):

@@ -20,7 +20,7 @@ from ..data import load_tokenizer
 from ..files import check_output_dir
 from ..modeling_recurrent_transformer import RecurrentTransformerForSequenceClassification
 from ..training.arguments import DataArguments, ModelArguments, TrainArguments
-from ..training.build import build_config
+from ..training.build import build_config, learned_positions
 from ..training.classifier import check_settings as check_run_settings
 from .baseline import SVM_ANALYZERS
 from .report import MLM_SUFFIX
@@ -99,6 +99,9 @@ class Plan:
     output_dir: Path
     pretrained_model: str | None = None
     pretrained_layers: str = "all"
+    max_length: int = 0  # the shared --max_length
+    # Presets whose learned absolute positions are fewer than max_length: their runs cut texts at their positions.
+    position_limits: dict[str, int] = field(default_factory=dict)
 
 
 def refuse_per_run_settings(argv: list[str]) -> None:
@@ -151,6 +154,7 @@ def per_run_arguments(model_args, data_args, train_args, plan: Plan, preset: str
     """The train arguments of one run: the shared settings with this run's preset, seed and folder; a pretrained
     row starts from the checkpoint (with its tokenizer), recurrence where its name says."""
     cell = pretrained_cell(preset)
+    model_args = dataclasses.replace(model_args, max_length=run_max_length(plan, preset, model_args.max_length))
     if cell is None:
         model = dataclasses.replace(
             model_args, model_config=preset, init_from=None if init_from is None else str(init_from)
@@ -165,6 +169,33 @@ def per_run_arguments(model_args, data_args, train_args, plan: Plan, preset: str
         train_args, output_dir=str(output_dir), seed=seed, resume=False, overwrite_output_dir=True
     )
     return model, data_args, training
+
+
+def run_max_length(plan: Plan, preset: str, max_length: int) -> int:
+    """The max_length of `preset`'s runs: the shared one, or its learned positions where they are fewer."""
+    return min(max_length, plan.position_limits.get(preset, max_length))
+
+
+def position_limits(model_args, data_args, train_args, plan: Plan) -> dict[str, int]:
+    """Presets (or a pretrained checkpoint's rows) with fewer learned absolute positions than the shared max_length,
+    and their positions: rather than refuse the comparison, their runs cut texts there (the report says so)."""
+    limits = {}
+    for preset in plan.presets:
+        run_model_args = per_run_arguments(model_args, data_args, train_args, plan, preset, plan.seeds[0], None, "")[0]
+        positions = learned_positions(run_model_args)
+        if positions is not None and positions < model_args.max_length:
+            limits[preset] = positions
+    return limits
+
+
+def truncation_note(plan: Plan, preset: str) -> str | None:
+    """Why a preset's runs use a shorter max_length than the comparison's (None where they do not)."""
+    if preset not in plan.position_limits:
+        return None
+    return (
+        f"{plan.labels[preset]} has {plan.position_limits[preset]} learned absolute positions: its runs cut texts at "
+        f"max_length {plan.position_limits[preset]} (the comparison's max_length is {plan.max_length})"
+    )
 
 
 def check_compare_settings(compare_args: CompareArguments) -> tuple[list[str], list[int], list[str], tuple]:
@@ -231,8 +262,11 @@ def check_settings(compare_args: CompareArguments, model_args, data_args, train_
     split_seed = split_seed_for(seeds, data_args.split_seed)
     plan = Plan(
         presets, labels, seeds, split_seed, pretrain, c_values, output_dir,
-        compare_args.pretrained_model, compare_args.pretrained_recurrent_layers,
+        compare_args.pretrained_model, compare_args.pretrained_recurrent_layers, model_args.max_length,
     )  # fmt: skip
+    plan.position_limits = position_limits(model_args, data_args, train_args, plan)
+    for preset in plan.position_limits:
+        logger.info(truncation_note(plan, preset))
     check = output_dir / "check"
     for preset in presets:  # the training run's own checks (preset, ranges, max_length, ...) on one run's settings
         check_run_settings(*per_run_arguments(model_args, data_args, train_args, plan, preset, seeds[0], None, check))

@@ -6,7 +6,7 @@ from pathlib import Path
 from ..files import read_json, write_json
 from ..training.checkpoints import HISTORY_FILE
 from .baseline import SVM_LABEL
-from .plan import PRETRAINED, Plan, pretrained_cell, row_label
+from .plan import PRETRAINED, Plan, pretrained_cell, row_label, truncation_note
 from .report import HEADLINE, MLM_SUFFIX, Row, markdown_table, plot_final_scores, plot_validation_curves, summarize
 from .resume import RUN_FILE
 
@@ -39,6 +39,8 @@ def neural_run(run_dir: Path, seed: int, pretrain_dir: Path | None) -> dict:
         "wall_seconds": read_json(run_dir / RUN_FILE, "a run's wall time")["wall_seconds"] + pretrain_wall,
         "global_step": run_info["global_step"],
         "stopped_by": run_info["stopped_by"],
+        # The texts' length limit this run trained and was scored with (a preset's positions may cut it).
+        "max_length": read_json(run_dir / "train_args.json", "a run's arguments")["model"]["max_length"],
     }
 
 
@@ -116,6 +118,8 @@ def notes(rows: list[Row], plan: Plan, data, train_args, compare_args, counts, o
         )
     if split == "validation":
         lines.append("No test file: the scores are on the validation split that also chose the checkpoints.")
+    truncated = [truncation_note(plan, preset) for preset in plan.presets]
+    lines += [f"{note}." for note in truncated if note]
     if outside:
         lines.append(
             f"(!) WARNING: parameters differ from {reference} by more than {tolerance} (--allow_parameter_mismatch)."

@@ -5,13 +5,14 @@ any of their work has finished (so '+MLM' rows can be added to a comparison that
 changes the runs is refused with the differences listed.
 """
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
 
 from ..cli import UsageError
 from ..files import read_json
-from .plan import Plan, split_list, split_seed_for
+from .plan import ARGUMENT_CLASSES, Plan, split_list, split_seed_for
 from .report import MLM_SUFFIX
 
 logger = logging.getLogger(__name__)
@@ -38,12 +39,22 @@ def mlm_work_finished(output_dir: Path) -> bool:
     return pretrained or any(output_dir.glob(f"runs/*{MLM_SUFFIX}/*/{RUN_FILE}"))
 
 
+def saved_value(saved: dict, group: str, name: str):
+    """A setting as the saved comparison ran: one its file lacks (a version before the setting existed) ran as the
+    setting's default does, so a comparison started then resumes unless the setting is changed."""
+    if name in saved.get(group, {}):
+        return saved[group][name]
+    argument_class = dict(zip(("compare", "model", "data", "training"), ARGUMENT_CLASSES, strict=True))[group]
+    default = argument_class.__dataclass_fields__[name].default
+    return None if default is dataclasses.MISSING else json.loads(json.dumps(default))
+
+
 def changed_settings(saved: dict, settings: dict) -> set[str]:
     return {
         f"{group}.{name}"
         for group, values in settings.items()
         for name, value in values.items()
-        if name not in RESUME_FREE and saved.get(group, {}).get(name) != json.loads(json.dumps(value))
+        if name not in RESUME_FREE and saved_value(saved, group, name) != json.loads(json.dumps(value))
     }
 
 

@@ -20,7 +20,7 @@ from ..cli import LOG_FORMAT
 from ..files import write_json
 from ..training.classifier import train_classifier
 from ..training.mlm import MLMArguments, pretrain_mlm
-from .plan import ARGUMENT_CLASSES, Plan, per_run_arguments, row_label
+from .plan import ARGUMENT_CLASSES, Plan, per_run_arguments, row_label, run_max_length, truncation_note
 from .resume import RUN_FILE, finished
 
 logger = logging.getLogger(__name__)
@@ -44,9 +44,11 @@ def timed(function, *args) -> float:
     return time.perf_counter() - started
 
 
-def pretrain(compare_args, model_args, data_args, train_args, preset: str, seed: int, folder: Path) -> None:
-    """MLM pre-training of one preset and seed, on the same split and tokenizer as the fine-tuning runs."""
-    mlm_model_args = dataclasses.replace(model_args, model_config=preset, init_from=None)
+def pretrain(compare_args, model_args, data_args, train_args, plan: Plan, preset: str, seed: int, folder: Path):
+    """MLM pre-training of one preset and seed, on the same split, tokenizer and max_length as its fine-tuning
+    runs."""
+    max_length = run_max_length(plan, preset, model_args.max_length)
+    mlm_model_args = dataclasses.replace(model_args, model_config=preset, init_from=None, max_length=max_length)
     training_args = TrainingArguments(
         output_dir=str(folder),
         max_steps=compare_args.pretrain_steps,
@@ -62,6 +64,8 @@ def pretrain(compare_args, model_args, data_args, train_args, preset: str, seed:
         use_cpu=train_args.use_cpu,
         bf16=train_args.bf16,
         disable_tqdm=train_args.disable_tqdm,
+        # The fine-tuning runs' batching, through the Trainer's own length grouping.
+        train_sampling_strategy="group_by_length" if train_args.group_by_length else "random",
     )
     mlm_args = MLMArguments(
         mlm_probability=compare_args.mlm_probability,
@@ -81,11 +85,14 @@ def run_job(compare_args, model_args, data_args, train_args, plan: Plan, preset:
         init_from = plan.output_dir / "pretrain" / plan.labels[preset] / f"seed-{seed}"
         if not finished(init_from, "mlm_metrics.json"):
             logger.info(f"{label} seed {seed}: MLM pre-training for {compare_args.pretrain_steps} steps ...")
-            seconds = timed(pretrain, compare_args, model_args, data_args, train_args, preset, seed, init_from)
+            seconds = timed(pretrain, compare_args, model_args, data_args, train_args, plan, preset, seed, init_from)
             write_json(init_from / RUN_FILE, {"wall_seconds": seconds})
     run_args = per_run_arguments(model_args, data_args, train_args, plan, preset, seed, init_from, run_dir)
     seconds = timed(train_classifier, *run_args)
-    write_json(run_dir / RUN_FILE, {"wall_seconds": seconds})
+    record = {"wall_seconds": seconds, "max_length": run_args[0].max_length}
+    if truncation_note(plan, preset) is not None:
+        record["max_length_note"] = truncation_note(plan, preset)
+    write_json(run_dir / RUN_FILE, record)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     scores = metrics[metrics["split"]]
     return f"{metrics['split']} accuracy {scores['accuracy']:.4f}, macro F1 {scores['f1_macro']:.4f} ({seconds:.0f} s)"

@@ -88,6 +88,14 @@ class TrainArguments:
     )
     per_device_train_batch_size: int = field(default=32, metadata={"help": "rows per process per micro-batch"})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "rows per process when scoring"})
+    group_by_length: bool = field(
+        default=False,
+        metadata={
+            "help": "train on batches of texts of similar length (less padding on texts of very different lengths): "
+            "transformers' length-grouped order, drawn from seed and epoch alone, so resume and several processes "
+            "stay exact; validation and test keep their order"
+        },
+    )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate of AdamW"})
     new_layers_learning_rate: float | None = field(

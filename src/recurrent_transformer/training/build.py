@@ -134,6 +134,16 @@ def check_pretrained_settings(model_args: ModelArguments, source: PretrainedConf
         raise UsageError(f"config_overrides {fixed} come from init_from {model_args.init_from!r} and cannot change")
 
 
+def learned_positions(model_args: ModelArguments) -> int | None:
+    """The most tokens a text may have for the model's learned absolute positions (a preset's, or a BERT-family
+    init_from's); None for a model without them (no positions, rotary), whose max_length is not capped."""
+    source = pretrained_source(model_args)
+    if source is not None:
+        return source.max_position_embeddings - position_offset(source)
+    config = preset_config(model_args)
+    return config.max_position_embeddings if config.position_embedding_type == "absolute" else None
+
+
 def check_model_settings(model_args: ModelArguments) -> None:
     """The checks on the model that need no data: the preset and its overrides (or a BERT-family init_from and
     its conversion settings), `max_length` against learned absolute positions, the `init_from` folder."""

@@ -11,10 +11,12 @@ The YAML file (first argument) supplies defaults, flags override it; every key i
 `training.arguments`. `--per_device_train_batch_size` is per process: the global batch is that times the number of
 processes times `--gradient_accumulation_steps`. The output folder (see `training.checkpoints`) receives the model
 (loadable with `AutoModelForSequenceClassification`), the tokenizer, metrics.json (test scores, or validation when
-there is no test data), confusion_matrix.png, train_args.json, run_info.json (training time, tokens/s, data
-fingerprints), eval_history.json, loss_history.json, checkpoints/ and logs/. `--init_from` starts the body from a
-saved folder (pretrain-mlm writes one) with a fresh head; `--max_train_seconds` stops on a time budget;
-`--split_seed` keeps the data split fixed while `--seed` varies. Every check runs before anything is written.
+there is no test data), confusion_matrix.png, train_args.json, run_info.json (training time, tokens/s, the padding
+share of the training batches, data fingerprints), eval_history.json, loss_history.json, checkpoints/ and logs/.
+`--init_from` starts the body from a saved folder (pretrain-mlm writes one) with a fresh head; `--max_train_seconds`
+stops on a time budget; `--split_seed` keeps the data split fixed while `--seed` varies; `--group_by_length` trains
+on batches of texts of similar length (less padding on long documents). Every check runs before anything is
+written.
 """
 
 import json
@@ -81,7 +83,7 @@ def write_run_start(output_dir: Path, resolved: dict, tokenizer, changes: list[s
     tokenizer.save_pretrained(output_dir)
 
 
-def run_info(run: TrainingRun, model_args, data, checkpoint, stopped_by: str, train_tokens: int) -> dict:
+def run_info(run: TrainingRun, model_args, data, checkpoint, stopped_by: str, train_tokens: int, train_positions: int):
     """run_info.json: how the run went, on what, where, and with which versions."""
     args, num_processes, seconds = run.train_args, run.accelerator.num_processes, run.clock.seconds
     return {
@@ -98,6 +100,11 @@ def run_info(run: TrainingRun, model_args, data, checkpoint, stopped_by: str, tr
         "train_seconds": seconds,
         "train_tokens": train_tokens,
         "train_tokens_per_second": train_tokens / seconds if seconds > 0 else None,
+        # Padding in the training batches (dynamic padding pads each batch to its longest text; --group_by_length
+        # keeps it small on texts of very different lengths).
+        "train_padding_share": 1 - train_tokens / train_positions if train_positions else None,
+        "max_length": model_args.max_length,
+        "group_by_length": args.group_by_length,
         "init_from": model_args.init_from,
         "num_parameters": sum(param.numel() for param in run.accelerator.unwrap_model(run.model).parameters()),
         "label_names": data.label_names,
@@ -116,6 +123,7 @@ def run_info(run: TrainingRun, model_args, data, checkpoint, stopped_by: str, tr
 def finish(run: TrainingRun, model_args, data, checkpoint, stopped_by: str) -> dict:
     """The best validated weights saved as the folder's model, the final split scored once, the records written."""
     train_tokens = run.accelerator.reduce(run.tokens_seen, reduction="sum").item()
+    train_positions = run.accelerator.reduce(run.positions_seen, reduction="sum").item()
     run.accelerator.wait_for_everyone()
     args, state = run.train_args, run.state
     if args.load_best_model_at_end and state.best_step not in (None, state.global_step):
@@ -137,9 +145,8 @@ def finish(run: TrainingRun, model_args, data, checkpoint, stopped_by: str) -> d
         save_confusion_matrix(
             scores["confusion_matrix"], data.label_names, run.output_dir / "confusion_matrix.png", title=title
         )
-        write_json(
-            run.output_dir / "run_info.json", run_info(run, model_args, data, checkpoint, stopped_by, train_tokens)
-        )
+        info = run_info(run, model_args, data, checkpoint, stopped_by, train_tokens, train_positions)
+        write_json(run.output_dir / "run_info.json", info)
         logger.info(f"{final_split}: accuracy {scores['accuracy']:.4f}, macro F1 {scores['f1_macro']:.4f}")
     return results
 

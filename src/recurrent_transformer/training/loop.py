@@ -38,6 +38,7 @@ from .checkpoints import (
     checkpoints_in,
     history_until,
 )
+from .sampling import EpochLengthGroupedSampler
 
 logger = get_logger(__name__)  # logs on the main process only
 
@@ -61,6 +62,7 @@ class TrainingRun:
     history: list = field(default_factory=list)  # each validation, with its step and training seconds
     loss_history: list = field(default_factory=list)  # each logging window's mean training loss
     tokens_seen: torch.Tensor | None = None  # real tokens trained on by this process (main: plus earlier parts)
+    positions_seen: torch.Tensor | None = None  # the same with padding: the padding share is 1 - tokens / positions
     running_loss: torch.Tensor | None = None
     running_batches: int = 0
     last_evaluated: int | None = None
@@ -76,19 +78,36 @@ class TrainingRun:
         return self.accelerator.is_main_process
 
 
-def make_loaders(tokenized, collator, train_args) -> dict[str, DataLoader]:
-    return {
+def make_loaders(tokenized, collator, train_args, num_processes: int = 1) -> dict[str, DataLoader]:
+    """One loader per split: train shuffled (or length-grouped), the others in order."""
+    loaders = {
         name: DataLoader(
             split,
-            batch_size=train_args.per_device_train_batch_size
-            if name == "train"
-            else train_args.per_device_eval_batch_size,
-            shuffle=name == "train",
+            batch_size=train_args.per_device_eval_batch_size,
             collate_fn=collator,
             num_workers=train_args.dataloader_num_workers,
         )
         for name, split in tokenized.items()
+        if name != "train"
     }
+    # A plain shuffle is a RandomSampler, which Accelerate makes seedable by (seed, epoch) in `prepare`.
+    sampler = train_sampler(tokenized["train"], train_args, num_processes) if train_args.group_by_length else None
+    train = DataLoader(
+        tokenized["train"],
+        batch_size=train_args.per_device_train_batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        collate_fn=collator,
+        num_workers=train_args.dataloader_num_workers,
+    )
+    return {"train": train, **loaders}
+
+
+def train_sampler(train_split, train_args, num_processes: int) -> EpochLengthGroupedSampler:
+    """The length-grouped order of `train_split`, grouped in global batches (see `training.sampling`)."""
+    global_batch_size = train_args.per_device_train_batch_size * num_processes * train_args.gradient_accumulation_steps
+    lengths = [len(ids) for ids in train_split["input_ids"]]
+    return EpochLengthGroupedSampler(lengths, global_batch_size, train_args.seed)
 
 
 def schedule_lengths(num_rows: int, train_args, num_processes: int) -> dict[str, int]:
@@ -110,7 +129,7 @@ def schedule_lengths(num_rows: int, train_args, num_processes: int) -> dict[str,
 def prepare_run(model_args, train_args, accelerator: Accelerator, data: LabelledData, tokenizer, config, output_dir):
     """Loaders, model (seeded), optimizer and schedule, prepared by Accelerate."""
     tokenized = tokenize_splits(data.splits, tokenizer, model_args.max_length)
-    loaders = make_loaders(tokenized, make_collator(tokenizer), train_args)
+    loaders = make_loaders(tokenized, make_collator(tokenizer), train_args, accelerator.num_processes)
     set_seed(train_args.seed)  # before building the model: its initial weights follow the seed
     model, new_parameters, conversion = build_model(model_args, config)
     optimizer = build_optimizer(
@@ -140,6 +159,7 @@ def prepare_run(model_args, train_args, accelerator: Accelerator, data: Labelled
         accelerator, *prepared[:3], loaders, train_args, Path(output_dir), data.label_names,
         lengths["max_steps"], lengths["num_epochs"],
         tokens_seen=torch.zeros((), dtype=torch.long, device=accelerator.device),
+        positions_seen=torch.zeros((), dtype=torch.long, device=accelerator.device),
         running_loss=torch.zeros((), device=accelerator.device),
         conversion=conversion,
     )  # fmt: skip
@@ -154,6 +174,8 @@ def restore(run: TrainingRun, checkpoint: Path) -> None:
         run.clock.seconds = saved["train_seconds"]
         if run.is_main:
             run.tokens_seen += saved["train_tokens"]
+            # A checkpoint written before positions were counted: its part counts as unpadded.
+            run.positions_seen += saved.get("train_positions", saved["train_tokens"])
     run.history = history_until(run.output_dir / HISTORY_FILE, run.state.global_step)
     run.loss_history = history_until(run.output_dir / LOSS_HISTORY_FILE, run.state.global_step)
     logger.info(f"resumed from {checkpoint} at step {run.state.global_step}")
@@ -229,9 +251,11 @@ def save_checkpoint(run: TrainingRun) -> None:
         path = run.output_dir / CHECKPOINT_DIR / f"step-{run.state.global_step:07d}"
         run.accelerator.save_state(str(path))
         total_tokens = run.accelerator.reduce(run.tokens_seen, reduction="sum").item()
+        total_positions = run.accelerator.reduce(run.positions_seen, reduction="sum").item()
         if run.is_main:
             run.state.save(path / STATE_FILE)
-            write_json(path / CLOCK_FILE, {"train_seconds": run.clock.elapsed(), "train_tokens": total_tokens})
+            clock = {"train_seconds": run.clock.elapsed(), "train_tokens": total_tokens}
+            write_json(path / CLOCK_FILE, clock | {"train_positions": total_positions})
             kept = checkpoints_in(run.output_dir)
             limit = run.train_args.save_total_limit
             for old in kept[: max(len(kept) - limit, 0)] if limit else []:
@@ -271,6 +295,7 @@ def train_on(run: TrainingRun, batch: dict) -> bool:
     """Forward and backward on one micro-batch; True when it completed an optimizer step."""
     accelerator = run.accelerator
     run.tokens_seen += batch["attention_mask"].sum()
+    run.positions_seen += batch["attention_mask"].numel()
     with accelerator.accumulate(run.model):
         loss = run.model(**batch).loss
         accelerator.backward(loss)
