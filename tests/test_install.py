@@ -18,8 +18,10 @@ TIMEOUT_S = 600
 
 
 def run(command: list, cwd: Path) -> subprocess.CompletedProcess:
+    env = launch_env()
+    env.pop("PYTHONPATH", None)  # the environment under test must see the wheel, not a checkout's sources
     completed = subprocess.run(
-        [str(part) for part in command], cwd=cwd, env=launch_env(), capture_output=True, text=True, timeout=TIMEOUT_S
+        [str(part) for part in command], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
     )
     assert completed.returncode == 0, (command, completed.stdout[-2000:], completed.stderr[-3000:])
     return completed

@@ -50,7 +50,8 @@ Without these flags the table is the single-length one.
 
 `--profile` runs torch.profiler over `--steps` more training steps of our model (at every length and thread count)
 and adds two columns: `scan %`, the share of the step's CPU time spent in the parallel scan of a minGRU cell
-(`linear_scan`'s forward and its backward node), n/a for presets without one; and `recurrence %`, the share spent in
+(the `MinGRUScan` node, forward and backward: the scan with its element-wise gates; or `linear_scan` and its node
+in local windows), n/a for presets without one; and `recurrence %`, the share spent in
 the recurrent sub-layers (`RecurrentMixer`: its forward, labelled with `record_function`, and the backward nodes of
 the ops it ran), n/a for presets without recurrence. The top operators by self CPU time go to the log and, with
 `--output`, to <output>-profile.txt.
@@ -120,7 +121,9 @@ COLUMNS = [
 GENERATION_PRESETS = ["lstm-baseline", "hybrid-sliding"]
 FEED_FORWARD_STEP = 64  # the parameter-matched Llama's intermediate_size is a multiple of this
 PROFILE_COLUMNS = ["scan_percent", "recurrence_percent"]
-SCAN_EVENTS = ("linear_scan", "LinearScanBackward")  # the scan's forward (labelled here) and its autograd node
+# The minGRU scan: the whole-sequence path's fused node (forward and backward: the scan with its element-wise gates),
+# and `linear_scan` (labelled here) with its node, which local windows use.
+SCAN_EVENTS = ("MinGRUScan", "MinGRUScanBackward", "linear_scan", "LinearScanBackward")
 RECURRENCE_EVENT = "recurrent_mixer"  # a recurrent sub-layer's forward, labelled here
 BACKWARD_PREFIX = "autograd::engine::evaluate_function: "  # the profiler's event for one backward node
 SWEEP_COLUMNS = ["seq_len", "batch_size", "threads"]  # after "preset" when lengths or thread counts are swept
