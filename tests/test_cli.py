@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_helpers import REPO_ROOT, SMOKE, error_line, launch_env, run_command
+from train_helpers import REPO_ROOT, SMOKE, error_line, in_repo_root, launch_env, run_command
 
 from recurrent_transformer import cli
+from recurrent_transformer.cli import parse_arguments
 
 SOURCES = sorted((REPO_ROOT / "src").rglob("*.py")) + sorted((REPO_ROOT / "scripts").glob("*.py"))
 LONGEST_FUNCTION = 80  # lines, decorators and docstring included
@@ -120,3 +121,24 @@ def test_scripts_are_thin_leaves():
         imports |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert imports <= {"sys", "recurrent_transformer.cli"}, (path.name, imports)
         assert not functions(tree) and len(path.read_text().splitlines()) <= 15, path.name
+
+
+def config_files(kind: str) -> list[Path]:
+    return sorted((REPO_ROOT / "configs" / kind).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", config_files("train") + config_files("compare"), ids=lambda path: path.stem)
+def test_every_shipped_run_config_passes_its_commands_checks(path, tmp_path):
+    """Each YAML file in configs/train and configs/compare parses with its command's arguments and passes the
+    checks that need no data (presets, ranges, max_length against positions), so none of them fails at its start."""
+    from recurrent_transformer.experiments import plan
+    from recurrent_transformer.training import classifier, language_model
+
+    argv = [str(path), "--output_dir", str(tmp_path / "out")]
+    with in_repo_root():
+        if path.parent.name == "compare":
+            plan.check_settings(*parse_arguments(plan.ARGUMENT_CLASSES, argv))
+        elif path.stem == "shakespeare_char":
+            language_model.check_settings(*parse_arguments((language_model.LMArguments,), argv))
+        else:
+            classifier.check_settings(*parse_arguments(classifier.ARGUMENT_CLASSES, argv))
