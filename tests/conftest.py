@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny config factory and seeded inputs (the data the tests read is in tests/fixtures)."""
 
 import os
+import textwrap
 
 import torch
 
@@ -52,3 +53,20 @@ def padded_batch(sequences, side, pad_token_id=0):
         input_ids[row, span] = seq
         attention_mask[row, span] = 1
     return input_ids, attention_mask
+
+
+# The first lines of a script run in a subprocess where the package must not import (remote-code tests): a finder
+# that refuses `recurrent_transformer`, so a folder can only load through its own code files.
+BLOCK_PACKAGE = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class BlockPackage(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "recurrent_transformer" or name.startswith("recurrent_transformer."):
+                raise ImportError("recurrent_transformer is blocked in this process")
+            return None
+
+    sys.meta_path.insert(0, BlockPackage())
+    """
+)

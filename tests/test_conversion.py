@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import CELLS, padded_batch, randomize_biases
+from conftest import BLOCK_PACKAGE, CELLS, padded_batch, randomize_biases
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -375,17 +375,8 @@ def test_written_folder_reloads_through_the_auto_classes(source_folders, tmp_pat
         assert torch.equal(loaded(**encoded).logits, model(**encoded).logits)
 
 
-REMOTE_SCRIPT = textwrap.dedent(
+REMOTE_SCRIPT = BLOCK_PACKAGE + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-    class BlockPackage(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "recurrent_transformer" or name.startswith("recurrent_transformer."):
-                raise ImportError("recurrent_transformer is blocked in this process")
-            return None
-
-    sys.meta_path.insert(0, BlockPackage())
     import torch
     from transformers import AutoModelForSequenceClassification
 

@@ -13,6 +13,7 @@ import textwrap
 
 import pytest
 import torch
+from conftest import BLOCK_PACKAGE
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from train_helpers import REPO_ROOT, SMOKE, error_line, files_under, run_command
@@ -93,17 +94,8 @@ def test_new_layers_get_their_own_learning_rate_and_the_freeze_lasts_its_steps(b
     assert [rates[True] for rates in seen] == [0.0, 0.0, 1e-4, 1e-4] and all(rates[False] == 1e-2 for rates in seen)
 
 
-REMOTE_SCRIPT = textwrap.dedent(
+REMOTE_SCRIPT = BLOCK_PACKAGE + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-    class BlockPackage(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "recurrent_transformer" or name.startswith("recurrent_transformer."):
-                raise ImportError("recurrent_transformer is blocked in this process")
-            return None
-
-    sys.meta_path.insert(0, BlockPackage())
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

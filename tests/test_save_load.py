@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import randomize_biases, tiny_config
+from conftest import BLOCK_PACKAGE, randomize_biases, tiny_config
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -76,17 +76,8 @@ def test_save_then_auto_load_gives_identical_outputs(model_class, auto_class, bi
     assert torch.equal(actual, expected)
 
 
-REMOTE_SCRIPT = textwrap.dedent(
+REMOTE_SCRIPT = BLOCK_PACKAGE + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-
-    class BlockPackage(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "recurrent_transformer" or name.startswith("recurrent_transformer."):
-                raise ImportError("recurrent_transformer is blocked in this process")
-            return None
-
-    sys.meta_path.insert(0, BlockPackage())
     try:
         import recurrent_transformer  # noqa: F401
         raise SystemExit("the package is importable: the test would prove nothing")
