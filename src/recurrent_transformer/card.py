@@ -9,7 +9,6 @@ into a card: each comes from a file. The metadata header lists `datasets` only f
 """
 
 import json
-import re
 from importlib import resources
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from . import __version__
 from .cli import UsageError
 from .experiments.baseline import SVM_LABEL
 from .experiments.report import MLM_SUFFIX, format_score
-from .files import read_json
+from .files import is_hub_id, read_json
 
 CARD = "README.md"
 # The head saved in config.json's `architectures` -> (the Auto class that loads it, the pipeline task it serves).
@@ -55,17 +54,11 @@ TRAINING_FIELDS = {
     ),
 }  # fmt: skip
 RUN_INFO_FIELDS = ("global_step", "best_step", "global_batch_size", "num_processes", "device", "mixed_precision")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # 'owner/name'
 
 
 def template_path() -> Path:
     """model_card.md as shipped in the package (the same file as the repository's top-level model_card.md)."""
     return Path(str(resources.files(__package__).joinpath("model_card.md")))
-
-
-def is_hub_id(name: str | None) -> bool:
-    """An 'owner/name' Hub id that is not a folder on this machine."""
-    return bool(name) and HUB_ID.match(name) is not None and not Path(name).exists()
 
 
 def read_run(folder: Path) -> dict:

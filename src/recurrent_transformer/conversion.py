@@ -27,7 +27,8 @@ from transformers.utils import logging
 
 from .cli import UsageError, parse_arguments, run_command
 from .configuration_recurrent_transformer import RecurrentTransformerConfig
-from .files import check_output_dir, write_json
+from .data import without_token_types
+from .files import check_output_dir, is_hub_id, write_json
 from .modeling_recurrent_transformer import (
     RecurrentTransformerForSequenceClassification,
     RecurrentTransformerForTokenClassification,
@@ -214,11 +215,7 @@ def load_source(source: str | os.PathLike | PreTrainedModel, keep_head: bool = T
         check_source_config(source.config)
         return Source(source, source.name_or_path or type(source).__name__, type(source).__name__)
     text = os.fspath(source)
-    # "name" or "org/name" may be a Hub id; anything else, or a path whose parent folder exists, is a folder.
-    hub_id = re.fullmatch(r"\w[\w.-]*(/\w[\w.-]*)?", text) is not None and not (
-        "/" in text and Path(text).parent.is_dir()
-    )
-    if not Path(text).is_dir() and not hub_id:
+    if not Path(text).is_dir() and not is_hub_id(text):
         raise ValueError(f"source folder {text!r} does not exist")
     try:
         source_config = AutoConfig.from_pretrained(text)
@@ -405,20 +402,12 @@ def save_converted(
         )
     # The converted model folds token type 0 into its positions and takes no token_type_ids: a tokenizer that
     # still returned them would pass them on, where they would be silently ignored.
-    tokenizer = without_token_types(copy.deepcopy(tokenizer))
+    tokenizer = without_token_types(copy.deepcopy(tokenizer))  # the model folds token type 0 into its positions
     folder = Path(folder)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     write_json(folder / RECORD_FILE, record)
     return folder
-
-
-def without_token_types(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """The tokenizer, made to stop returning token_type_ids: the converted model folds token type 0 into its
-    positions and takes none, so a tokenizer that still returned them would pass them on to be ignored."""
-    input_names = [name for name in tokenizer.model_input_names if name != "token_type_ids"]
-    tokenizer.model_input_names = tokenizer.init_kwargs["model_input_names"] = input_names
-    return tokenizer
 
 
 def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:

@@ -279,12 +279,17 @@ def load_tokenizer(name_or_path: str, model_max_length: int | None = None) -> Pr
         raise UsageError(f"could not load the tokenizer {name_or_path!r}: {error}") from error
     if tokenizer.pad_token is None:
         tokenizer.add_special_tokens({"pad_token": "[PAD]"})
-    # The models here take no token_type_ids (a converted BERT folds type 0 into its positions): a tokenizer that
-    # returned them would hand the model an input it ignores.
-    tokenizer.model_input_names = [name for name in tokenizer.model_input_names if name != "token_type_ids"]
-    tokenizer.init_kwargs["model_input_names"] = tokenizer.model_input_names
     if model_max_length is not None:
         tokenizer.model_max_length = model_max_length
+    return without_token_types(tokenizer)
+
+
+def without_token_types(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """The tokenizer, made to stop returning token_type_ids (also when saved): the models here take none (a converted
+    BERT folds type 0 into its positions), so a tokenizer that returned them would hand the model an input it
+    ignores."""
+    input_names = [name for name in tokenizer.model_input_names if name != "token_type_ids"]
+    tokenizer.model_input_names = tokenizer.init_kwargs["model_input_names"] = input_names
     return tokenizer
 
 

@@ -6,10 +6,21 @@ itself writes: `clear_outputs`) or to continue it (`--resume`).
 """
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 from .cli import UsageError
+
+HUB_ID = re.compile(r"\w[\w.-]*(/\w[\w.-]*)?")  # 'name' or 'owner/name'
+
+
+def is_hub_id(name: str | None) -> bool:
+    """Whether `name` reads as a Hub repository id rather than a folder here: 'name' or 'owner/name', neither an
+    existing path nor a path whose parent folder exists."""
+    if not name or HUB_ID.fullmatch(name) is None or Path(name).exists():
+        return False
+    return not ("/" in name and Path(name).parent.is_dir())
 
 
 def write_json(path: str | Path, values) -> None:

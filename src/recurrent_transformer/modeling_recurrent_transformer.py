@@ -242,7 +242,7 @@ class MinGRUScan(torch.autograd.Function):
         candidate_sigmoid = torch.sigmoid(candidates)
         candidate = torch.where(candidates >= 0, candidates + 0.5, candidate_sigmoid)
         candidate_slope = torch.where(candidates >= 0, 1.0, candidate_sigmoid * (1 - candidate_sigmoid))
-        grad_gates = gate * (1 - gate) * (grad_values * candidate - grad_values * previous)
+        grad_gates = gate * (1 - gate) * grad_values * (candidate - previous)
         grad_candidates = grad_values * gate * candidate_slope
         if keep is not None:  # a carried step's terms are constants
             grad_gates, grad_candidates = (grad * keep[:, :, None, None] for grad in (grad_gates, grad_candidates))

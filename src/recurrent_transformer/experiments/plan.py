@@ -285,9 +285,10 @@ def check_parameters(compare_args, model_args, data, tokenizer, plan: Plan) -> t
     first one's. Out of tolerance is refused unless --allow_parameter_mismatch; a pre-trained preset must be
     bidirectional."""
     counts = {}
+    source_tokenizer = load_tokenizer(plan.pretrained_model) if plan.pretrained_model is not None else None
     for preset in plan.presets:
         run_model_args = per_run_arguments(model_args, None, TrainArguments(), plan, preset, 0, None, "")[0]
-        preset_tokenizer = tokenizer if pretrained_cell(preset) is None else load_tokenizer(plan.pretrained_model)
+        preset_tokenizer = tokenizer if pretrained_cell(preset) is None else source_tokenizer
         config = build_config(run_model_args, preset_tokenizer, data)
         if preset in plan.pretrain_presets and not config.bidirectional:
             raise UsageError(

@@ -169,10 +169,11 @@ RANGES = [
 ]  # fmt: skip
 
 
-def check_ranges(*argument_groups) -> None:
-    """Every value in its range, or `UsageError` naming the first one that is not."""
+def check_ranges(*argument_groups, ranges=RANGES) -> None:
+    """Every value in its range (`ranges`: (field, test, what it must be)), or `UsageError` naming the first one that
+    is not."""
     values = {name: value for group in argument_groups for name, value in vars(group).items()}
-    for name, test, expected in RANGES:
+    for name, test, expected in ranges:
         # None is "unset" wherever a field allows it; the checks are on the values given.
         if values.get(name) is not None and not test(values[name]):
             raise UsageError(f"{name}={values[name]!r} must be {expected}")

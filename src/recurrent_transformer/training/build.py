@@ -6,6 +6,7 @@ config, the model and its optimizer; each builder raises `UsageError` for input 
 replaces the preset, recurrent sub-layers go where `--recurrent_layers` says, gated to zero so that the model starts
 from the pretrained function."""
 
+import functools
 import json
 from pathlib import Path
 
@@ -88,43 +89,40 @@ def preset_config(model_args: ModelArguments, **values) -> RecurrentTransformerC
 
 def pretrained_source(model_args: ModelArguments) -> PretrainedConfig | None:
     """The config of a BERT-family `init_from` (converted on the fly); None without init_from or for this package's
-    own folders."""
-    if model_args.init_from is None:
-        return None
-    folder = Path(model_args.init_from)
+    own folders. Read once per init_from: the checks, the config and the model builder all ask."""
+    return None if model_args.init_from is None else init_source_config(model_args.init_from)
+
+
+@functools.cache
+def init_source_config(init_from: str) -> PretrainedConfig | None:
+    folder = Path(init_from)
     if folder.is_dir():
         model_type = read_json(folder / "config.json", "the config of a saved model").get("model_type")
         if model_type == RecurrentTransformerConfig.model_type:
             return None
         if model_type not in SOURCE_FAMILIES:
             raise UsageError(
-                f"init_from: {str(folder)!r} holds a {model_type!r} model: this package's folders and "
+                f"init_from: {init_from!r} holds a {model_type!r} model: this package's folders and "
                 f"{list(SOURCE_FAMILIES)} checkpoints can start a classifier"
             )
     try:
-        source = AutoConfig.from_pretrained(model_args.init_from)
+        source = AutoConfig.from_pretrained(init_from)
     except (OSError, ValueError) as error:
         raise UsageError(
-            f"init_from {model_args.init_from!r} is not a folder here and did not load as a Hub model "
+            f"init_from {init_from!r} is not a folder here and did not load as a Hub model "
             f"({type(error).__name__}: {str(error).splitlines()[0]}); without a network, download it first and pass "
             "the folder"
         ) from None
     try:
         check_source_config(source)
     except ValueError as error:
-        raise UsageError(f"init_from {model_args.init_from!r}: {error}") from None
+        raise UsageError(f"init_from {init_from!r}: {error}") from None
     return source
 
 
 def check_pretrained_settings(model_args: ModelArguments, source: PretrainedConfig) -> None:
-    """A conversion's settings against its source: max_length within its positions, the recurrent layers, and
-    overrides that leave the source's shape alone."""
-    positions = source.max_position_embeddings - position_offset(source)
-    if model_args.max_length > positions:
-        raise UsageError(
-            f"max_length={model_args.max_length} exceeds the {positions} positions of init_from "
-            f"{model_args.init_from!r}: pass --max_length {positions} or less"
-        )
+    """A conversion's settings against its source: the recurrent layers, and overrides that leave the source's
+    shape alone."""
     try:
         recurrent_layer_indices(model_args.recurrent_layers, source.num_hidden_layers)
     except ValueError as error:
@@ -150,16 +148,20 @@ def check_model_settings(model_args: ModelArguments) -> None:
     source = pretrained_source(model_args)
     if source is not None:
         check_pretrained_settings(model_args, source)
-        return
-    config = preset_config(model_args)
-    if config.position_embedding_type == "absolute" and model_args.max_length > config.max_position_embeddings:
+    positions = learned_positions(model_args)  # also checks the preset and its overrides
+    if positions is not None and model_args.max_length > positions:
+        if source is not None:
+            owner, extra = f"the {positions} positions of init_from {model_args.init_from!r}", ""
+        else:
+            owner = f"max_position_embeddings={positions} of model config {model_args.model_config!r} (learned absolute positions)"
+            extra = (
+                f", or --config_overrides max_position_embeddings={model_args.max_length} (the new positions start "
+                "untrained)"
+            )
         raise UsageError(
-            f"max_length={model_args.max_length} exceeds max_position_embeddings={config.max_position_embeddings} "
-            f"of model config {model_args.model_config!r} (learned absolute positions): pass --max_length "
-            f"{config.max_position_embeddings} or less, or --config_overrides "
-            f"max_position_embeddings={model_args.max_length} (the new positions start untrained)"
+            f"max_length={model_args.max_length} exceeds {owner}: pass --max_length {positions} or less{extra}"
         )
-    if model_args.init_from is not None:
+    if source is None and model_args.init_from is not None:
         init_from = Path(model_args.init_from)
         missing = [name for name in ("config.json", "model.safetensors") if not (init_from / name).is_file()]
         if missing:

@@ -27,6 +27,7 @@ from ..cli import UsageError, parse_arguments, run_command
 from ..files import check_output_dir, write_json
 from ..modeling_recurrent_transformer import RecurrentTransformerForCausalLM
 from ..presets import load_preset, preset_source
+from .arguments import check_ranges
 from .build import build_optimizer
 
 logger = logging.get_logger(__name__)
@@ -244,9 +245,7 @@ RANGES = [
 
 def check_settings(args: LMArguments) -> list[str]:
     """Every check that needs no text; touches nothing. Returns the presets."""
-    for name, test, expected in RANGES:
-        if not test(getattr(args, name)):
-            raise UsageError(f"{name}={getattr(args, name)!r} must be {expected}")
+    check_ranges(args, ranges=RANGES)
     presets = [name.strip() for name in args.model_configs.split(",") if name.strip()]
     if not presets:
         raise UsageError("model_configs names no preset")
