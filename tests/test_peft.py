@@ -47,9 +47,11 @@ def test_lora_train_merge_save_reload_gives_identical_logits(cell, r8, tmp_path)
     lora_model = peft.get_peft_model(model, config)
     trainable = {name for name, param in lora_model.named_parameters() if param.requires_grad}
     assert any("lora_" in name and ".recurrent." in name for name in trainable), "no LoRA on the recurrence"
-    # The loss on one fixed batch before and after training: the training losses are of different batches, whose
-    # difficulty varies with the tokenizer (WordPiece training is not bit-reproducible from run to run).
-    chunk, encoded = next(batches(tokenizer, rows))
+    # Eight steps on one batch, whose loss must then fall: the adapters learn. (A loss on a batch the steps never
+    # saw twice is no test: 8 steps of 16 rows need not generalise, and WordPiece training is not bit-reproducible
+    # from run to run, so such a test passed or failed with the tokenizer.)
+    fixed_rows = rows[:16]
+    chunk, encoded = next(batches(tokenizer, fixed_rows))
     labels = labels_for("sequence", lora_model, chunk, encoded, tokenizer)
 
     def fixed_batch_loss() -> float:
@@ -58,8 +60,9 @@ def test_lora_train_merge_save_reload_gives_identical_logits(cell, r8, tmp_path)
             return lora_model(**encoded, labels=labels).loss.item()
 
     before = fixed_batch_loss()
-    losses = train_steps(lora_model, tokenizer, rows, "sequence", steps=8, learning_rate=1e-2)
-    assert fixed_batch_loss() < before, (before, losses)
+    losses = train_steps(lora_model, tokenizer, fixed_rows, "sequence", steps=8, learning_rate=1e-2)
+    after = fixed_batch_loss()
+    assert after < 0.8 * before, (before, after, losses)
 
     # Texts of 4, 8, ..., 24 words: under the 48-token cut, so the batch holds padding.
     texts = [" ".join(row["text"].split()[: 4 + 4 * index]) for index, row in enumerate(rows[:6])]
