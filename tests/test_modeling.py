@@ -317,10 +317,10 @@ def test_positions_beyond_the_learned_table_give_clear_error():
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("seq_len", [5, 64, 65, 97, 1100])
+@pytest.mark.parametrize("seq_len", [1, 5, 8, 9, 64, 65, 97, 1100])
 def test_chunked_scan_equals_the_one_level_scan(seq_len, reverse):
     """The two-level scan (chunks of 8 here, so short sequences also cross chunks, with a padded last chunk) gives
-    the one-level scan's states, from zero and from a given initial state."""
+    the one-level scan's states, from zero and from a given initial state; so does its default chunk."""
     generator = torch.Generator().manual_seed(seq_len)
     coeffs = torch.rand(3, seq_len, 2, 5, generator=generator) * 0.6 + 0.4
     values = torch.randn(3, seq_len, 2, 5, generator=generator)
@@ -328,8 +328,8 @@ def test_chunked_scan_equals_the_one_level_scan(seq_len, reverse):
     for start in (None, initial):
         expected = scan_rounds(coeffs, values, start, reverse)
         scale = expected.abs().max()
-        chunked = chunked_scan(coeffs, values, start, reverse, chunk=8)
-        torch.testing.assert_close(chunked / scale, expected / scale, atol=1e-6, rtol=0)
+        for chunked in (chunked_scan(coeffs, values, start, reverse, chunk=8), chunked_scan(coeffs, values, start, reverse)):
+            torch.testing.assert_close(chunked / scale, expected / scale, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])
