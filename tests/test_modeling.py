@@ -120,6 +120,34 @@ def test_mingru_scan_matches_step_by_step_reference(bidirectional):
         torch.testing.assert_close(grad.double() / scale, expected_grad.double() / scale, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_unpacked_torch_cell_equals_the_packed_one_on_real_tokens(cell, bidirectional):
+    """Without a cache to write a final state to, a padded batch runs each direction unpacked (real tokens moved in
+    front of the padding, reversed for the backward direction) instead of as packed sequences; outputs and gradients
+    on real tokens equal the packed path's, with right, left and inner padding and a row with no real token."""
+    torch.manual_seed(0)
+    config = tiny_config(recurrent_cell=cell, bidirectional=bidirectional, recurrent_hidden_size=16)
+    mixer = RecurrentMixer(config, layer_idx=0).train()
+    randomize_biases(mixer)
+    hidden_states = torch.randn(5, 13, config.hidden_size, requires_grad=True)
+    padding_mask = torch.ones(5, 13, dtype=torch.bool)
+    padding_mask[1, 9:] = False  # right padding
+    padding_mask[2, :4] = False  # left padding
+    padding_mask[3, 5:7] = False  # a hole
+    padding_mask[4] = False  # nothing real
+    packed, state = mixer(hidden_states, padding_mask, keep_state=True)
+    unpacked, no_state = mixer(hidden_states, padding_mask, keep_state=False)
+    assert state is not None and no_state is None
+    torch.testing.assert_close(unpacked[padding_mask], packed[padding_mask], atol=1e-6, rtol=1e-6)
+    weights = torch.randn_like(packed) * padding_mask[..., None]
+    parameters = [hidden_states, *mixer.cell.parameters()]
+    expected = torch.autograd.grad((packed * weights).sum(), parameters)
+    grads = torch.autograd.grad((unpacked * weights).sum(), parameters)
+    for grad, expected_grad in zip(grads, expected, strict=True):
+        torch.testing.assert_close(grad, expected_grad, atol=1e-5, rtol=1e-5)
+
+
 def test_mingru_left_padding_gives_finite_gradients():
     torch.manual_seed(0)
     model = RecurrentTransformerForSequenceClassification(tiny_config(recurrent_cell="mingru", num_labels=3))
