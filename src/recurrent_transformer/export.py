@@ -11,9 +11,10 @@ onnxruntime, onnxscript).
 
 Why the TorchScript exporter (`dynamo=False`): `torch.export` (the default `dynamo=True` route) refuses the model,
 since the forward pass branches on data (`if not bool(new_tokens.all())`: the padding-free fast path) and packed
-sequences have data-dependent batch sizes. The TorchScript exporter traces one path; tracing a padded example
-records the packed path, which is exact for unpadded batches too, and maps pack_padded_sequence + LSTM/GRU/RNN to
-ONNX's recurrent operators with `sequence_lens`. So the example batch is always padded.
+the row-dependent gathers are data-dependent too. The TorchScript exporter traces one path; tracing a padded example
+records the padding path, which is exact for unpadded batches too: each direction of an LSTM/GRU/RNN runs over rows
+whose real tokens are gathered in front of their padding (reversed for the backward direction), and maps to ONNX's
+recurrent operators and gathers. So the example batch is always padded.
 """
 
 import json

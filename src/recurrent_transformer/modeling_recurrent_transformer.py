@@ -15,8 +15,9 @@ embeddings; minGRU (Feng et al. 2024, "Were RNNs all we needed?") makes the gate
 recurrence is linear in its state and runs as a scan in two levels (step by step within chunks of 16, all chunks
 at once, then across the chunks' ends).
 
-Padding is exact: a padded step carries the recurrent state unchanged (zeroing its input is not enough once
-biases are non-zero), for right and left padding and in both directions.
+Padding is exact, for right, left and inner padding and in both directions: minGRU carries its state through a
+padded step unchanged (zeroing the input is not enough once biases are non-zero); an LSTM/GRU/RNN reads each row's
+real tokens before its padding (reversed for the backward direction), packed where a cache keeps its final state.
 
 This file and `configuration_recurrent_transformer.py` import only torch, public transformers modules and each
 other, so a saved folder loads with `trust_remote_code=True` without the package.
