@@ -1,7 +1,6 @@
 """ONNX export of the sequence classifier (`recurrent-transformer export-onnx`), run by onnxruntime against eager,
 padding included: the bidirectional LSTM reads each row's real tokens before its padding, and the exported graph
-must do the same. What the
-exporter cannot reproduce exactly is refused before anything is written."""
+must do the same. What the exporter cannot reproduce exactly is refused before anything is written."""
 
 import pytest
 import torch
