@@ -356,7 +356,10 @@ def test_chunked_scan_equals_the_one_level_scan(seq_len, reverse):
     for start in (None, initial):
         expected = scan_rounds(coeffs, values, start, reverse)
         scale = expected.abs().max()
-        for chunked in (chunked_scan(coeffs, values, start, reverse, chunk=8), chunked_scan(coeffs, values, start, reverse)):
+        for chunked in (
+            chunked_scan(coeffs, values, start, reverse, chunk=8),
+            chunked_scan(coeffs, values, start, reverse),
+        ):
             torch.testing.assert_close(chunked / scale, expected / scale, atol=1e-6, rtol=0)
 
 

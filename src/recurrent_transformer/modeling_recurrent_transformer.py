@@ -486,7 +486,9 @@ class RecurrentMixer(nn.Module):
         """Outputs of one direction of `self.cell` (its weights `*_l0` or `*_l0_reverse`) read from the first step
         to the last, from a zero state."""
         suffix = "_reverse" if direction else ""
-        weights = [getattr(self.cell, f"{name}_l0{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        weights = [
+            getattr(self.cell, f"{name}_l0{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        ]
         zeros = inputs.new_zeros(1, inputs.shape[0], self.state_size)
         initial = (zeros, zeros) if self.cell_type == "lstm" else zeros
         function = SEQUENCE_FUNCTIONS[self.cell_type]
