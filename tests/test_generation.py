@@ -20,7 +20,7 @@ def causal_cases():
         yield pytest.param(cell, layer_type, window, id=f"{cell}-{layer_type}-w{window}")
 
 
-def causal_model(cell="lstm", layer_type="hybrid", window=None, positions="rope", seed=0):
+def causal_model(cell="lstm", layer_type="hybrid", window=None, positions="rope", seed=0, **overrides):
     torch.manual_seed(seed)
     extra = {"sliding_window": 4} if layer_type in ("hybrid_sliding", "sliding_attention") else {}
     config = tiny_config(
@@ -30,15 +30,20 @@ def causal_model(cell="lstm", layer_type="hybrid", window=None, positions="rope"
         recurrent_window=window,
         position_embedding_type=positions,
         **extra,
+        **overrides,
     )
     model = RecurrentTransformerForCausalLM(config).eval()
     randomize_biases(model, seed)
     return model
 
 
-@pytest.mark.parametrize("cell,layer_type,window", list(causal_cases()))
-def test_incremental_decoding_equals_the_full_pass(cell, layer_type, window):
-    model = causal_model(cell, layer_type, window)
+@pytest.mark.parametrize(
+    "cell,layer_type,window,overrides",
+    [(*case.values, {}) for case in causal_cases()]
+    + [pytest.param("mingru", "linear_attention", None, {"mingru_candidate": "linear"}, id="mingru-linear-candidate")],
+)
+def test_incremental_decoding_equals_the_full_pass(cell, layer_type, window, overrides):
+    model = causal_model(cell, layer_type, window, **overrides)
     input_ids = torch.randint(1, 64, (2, 12), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         full = model(input_ids).logits

@@ -88,7 +88,7 @@ def mingru_reference(mixer: RecurrentMixer, hidden_states, padding_mask):
         for t in steps:
             gate = torch.sigmoid(projected[:, t, direction, 0])
             raw = projected[:, t, direction, 1]
-            candidate = torch.where(raw >= 0, raw + 0.5, torch.sigmoid(raw))
+            candidate = raw if mixer.linear_candidate else torch.where(raw >= 0, raw + 0.5, torch.sigmoid(raw))
             new_state = (1 - gate) * state + gate * candidate
             state = torch.where(padding_mask[:, t, None], new_state, state)
             per_step[t] = state
@@ -96,10 +96,13 @@ def mingru_reference(mixer: RecurrentMixer, hidden_states, padding_mask):
     return torch.cat(outputs, dim=-1)
 
 
+@pytest.mark.parametrize("candidate", ["positive", "linear"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_mingru_scan_matches_step_by_step_reference(bidirectional):
+def test_mingru_scan_matches_step_by_step_reference(bidirectional, candidate):
     torch.manual_seed(0)
-    config = tiny_config(recurrent_cell="mingru", bidirectional=bidirectional, recurrent_hidden_size=32)
+    config = tiny_config(
+        recurrent_cell="mingru", bidirectional=bidirectional, recurrent_hidden_size=32, mingru_candidate=candidate
+    )
     mixer = RecurrentMixer(config, layer_idx=0)
     randomize_biases(mixer)
     seq_len = 1100
@@ -390,8 +393,9 @@ def test_local_blocks_equal_the_dense_sliding_window_mask(implementation, side):
     torch.testing.assert_close(blocks[real], dense[real], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("linear", [False, True], ids=["positive", "linear"])
 @pytest.mark.parametrize("directions", [1, 2])
-def test_fused_mingru_backward_equals_autograd_through_its_terms(directions):
+def test_fused_mingru_backward_equals_autograd_through_its_terms(directions, linear):
     """MinGRUScan recomputes the gates in backward and applies the chain rule by hand; its gradients (gate
     projection and initial state, with carried padded steps) equal autograd's through the element-wise terms and
     the scan, in float64."""
@@ -402,8 +406,8 @@ def test_fused_mingru_backward_equals_autograd_through_its_terms(directions):
     keep[1, :20], keep[0, 140:] = False, False
     weights = torch.randn(2, 150, directions, 6, generator=generator, dtype=torch.float64)
 
-    fused = MinGRUScan.apply(projected, initial, keep)
-    coeffs, values = mingru_terms(projected, keep)
+    fused = MinGRUScan.apply(projected, initial, keep, linear)
+    coeffs, values = mingru_terms(projected, keep, linear)
     reference = torch.stack(
         [linear_scan(coeffs[:, :, d], values[:, :, d], initial[:, d], reverse=d == 1) for d in range(directions)], 2
     )

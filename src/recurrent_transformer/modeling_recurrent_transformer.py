@@ -105,10 +105,13 @@ def gather_time(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return tensor.gather(1, index.unsqueeze(-1).expand(-1, -1, tensor.shape[-1]))
 
 
-def mingru_candidate(values: torch.Tensor) -> torch.Tensor:
-    """minGRU's positive activation g(x): x + 0.5 for x >= 0, sigmoid(x) below, computed as sigmoid(min(x, 0)) +
+def mingru_candidate(values: torch.Tensor, linear: bool = False) -> torch.Tensor:
+    """minGRU's candidate state from its projection: the projection itself with `linear` (`mingru_candidate="linear"`),
+    else the positive activation g(x): x + 0.5 for x >= 0, sigmoid(x) below, computed as sigmoid(min(x, 0)) +
     max(x, 0) (the same numbers: sigmoid(0) is 0.5 exactly): two clamps, a sigmoid and an add, each a vectorised pass,
     where torch.where and its comparison took 6x as long (one thread, 2.6M floats: 11 ms against 1.8)."""
+    if linear:
+        return values
     return torch.sigmoid(values.clamp(max=0)) + values.clamp(min=0)
 
 
@@ -199,12 +202,14 @@ class LinearScan(torch.autograd.Function):
         return grad_values * previous, grad_values, coeffs[:, first] * grad_values[:, first], None
 
 
-def mingru_terms(projected: torch.Tensor, keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def mingru_terms(
+    projected: torch.Tensor, keep: torch.Tensor | None, linear: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """minGRU's coefficients 1 - z and added values z * g(h~) per step from the gate projection, (batch, seq_len,
     directions, 2, width) -> two (batch, seq_len, directions, width) tensors; a step where `keep` (batch, seq_len)
     is False gets coefficient 1 and adds nothing, so it carries the state exactly."""
     gates, candidates = mingru_halves(projected)
-    values = torch.sigmoid(gates) * mingru_candidate(candidates)  # out of place: also used under autograd
+    values = torch.sigmoid(gates) * mingru_candidate(candidates, linear)  # out of place: also used under autograd
     if keep is not None:
         values = values * as_factor(keep, values)
     return mingru_coeffs(gates, keep), values
@@ -253,10 +258,11 @@ class MinGRUScan(torch.autograd.Function):
     g_t z c', where c is the candidate and c' its derivative (1 above 0, sigmoid' below)."""
 
     @staticmethod
-    def forward(ctx, projected, initial, keep):
-        coeffs, values = mingru_terms(projected, keep)
+    def forward(ctx, projected, initial, keep, linear):
+        coeffs, values = mingru_terms(projected, keep, linear)
         states = scan_directions(coeffs, values, initial)
         ctx.save_for_backward(projected, states, initial, keep)
+        ctx.linear = linear
         return states
 
     @staticmethod
@@ -274,15 +280,18 @@ class MinGRUScan(torch.autograd.Function):
             start = torch.zeros_like(states[:, 0, direction]) if initial is None else initial[:, direction]
             previous[:, :, direction] = shift_in(states[:, :, direction], reverse, start)
         gate = torch.sigmoid(gates)  # z; 1 - z is `coeffs` (at a carried step 1, but its gradients are zeroed)
-        below = candidates.clamp(max=0)
-        candidate_sigmoid = torch.sigmoid(below)
-        candidate = candidate_sigmoid + candidates.clamp(min=0)
-        # c' = sigmoid' below 0, 1 from 0 up: there sigmoid' of the clamped input is 0.25, and sign(below) + 1 is 1
-        # (sign and adds instead of a bool mask: masked_fill with `candidates >= 0` took 11 ms of 2.6M floats).
-        candidate_slope = (candidate_sigmoid * (1 - candidate_sigmoid)).add_(below.sign_().add_(1), alpha=0.75)
+        if ctx.linear:  # c = the projection, c' = 1
+            candidate, candidate_slope = candidates, None
+        else:
+            below = candidates.clamp(max=0)
+            candidate_sigmoid = torch.sigmoid(below)
+            candidate = candidate_sigmoid + candidates.clamp(min=0)
+            # c' = sigmoid' below 0, 1 from 0 up: there sigmoid' of the clamped input is 0.25, and sign(below) + 1 is
+            # 1 (sign and adds instead of a bool mask: masked_fill with `candidates >= 0` took 11 ms of 2.6M floats).
+            candidate_slope = (candidate_sigmoid * (1 - candidate_sigmoid)).add_(below.sign_().add_(1), alpha=0.75)
         grad_values_gate = grad_values * gate
-        grad_gates = grad_values_gate.mul(coeffs).mul_(candidate.sub_(previous))
-        grad_candidates = grad_values_gate.mul_(candidate_slope)
+        grad_gates = grad_values_gate.mul(coeffs).mul_(candidate - previous)
+        grad_candidates = grad_values_gate if candidate_slope is None else grad_values_gate.mul_(candidate_slope)
         if keep is not None:  # a carried step's terms are constants
             factor = as_factor(keep, grad_gates)
             grad_gates, grad_candidates = grad_gates.mul_(factor), grad_candidates.mul_(factor)
@@ -291,7 +300,7 @@ class MinGRUScan(torch.autograd.Function):
             edges = [coeffs[:, -1 if direction else 0, direction] * grad_values[:, -1 if direction else 0, direction]
                      for direction in range(states.shape[2])]  # fmt: skip
             grad_initial = torch.stack(edges, dim=1)
-        return torch.stack([grad_gates, grad_candidates], dim=3), grad_initial, None
+        return torch.stack([grad_gates, grad_candidates], dim=3), grad_initial, None, None
 
 
 def shift_in(tensor: torch.Tensor, from_end: bool, fill) -> torch.Tensor:
@@ -396,6 +405,7 @@ class RecurrentMixer(nn.Module):
         self.num_directions = 2 if config.bidirectional else 1
         self.state_size = config.recurrent_hidden_size // self.num_directions
         input_size = config.hidden_size
+        self.linear_candidate = config.mingru_candidate == "linear"
         if self.cell_type == "mingru":
             # Gates and candidate states of every direction from one projection.
             self.gate_proj = nn.Linear(input_size, 2 * self.num_directions * self.state_size)
@@ -531,9 +541,9 @@ class RecurrentMixer(nn.Module):
         projected = self.project_gates(hidden_states)
         initial = None if state is None else state[0].float()
         if torch.is_grad_enabled() and (projected.requires_grad or (initial is not None and initial.requires_grad)):
-            states = MinGRUScan.apply(projected, initial, padding_mask)
+            states = MinGRUScan.apply(projected, initial, padding_mask, self.linear_candidate)
         else:
-            states = scan_directions(*mingru_terms(projected, padding_mask), initial)
+            states = scan_directions(*mingru_terms(projected, padding_mask, self.linear_candidate), initial)
         # The backward direction's final state is at the first step.
         finals = torch.stack(
             [states[:, -1 if direction == 0 else 0, direction] for direction in range(states.shape[2])], 1
@@ -579,7 +589,7 @@ class RecurrentMixer(nn.Module):
         windows = padded_input.unfold(1, self.window, 1)  # (batch, seq_len, hidden, window)
         windows = windows.permute(0, 1, 3, 2).reshape(batch_size * seq_len, self.window, hidden_size)
         if self.cell_type == "mingru":
-            coeffs, values = mingru_terms(self.project_gates(windows), None)
+            coeffs, values = mingru_terms(self.project_gates(windows), None, self.linear_candidate)
             states = linear_scan(coeffs[:, :, direction], values[:, :, direction])
             last = states[:, -1].to(padded_input.dtype)
         else:
