@@ -108,8 +108,8 @@ def gather_time(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def mingru_candidate(values: torch.Tensor, linear: bool = False) -> torch.Tensor:
     """minGRU's candidate state from its projection: the projection itself with `linear` (`mingru_candidate="linear"`),
     else the positive activation g(x): x + 0.5 for x >= 0, sigmoid(x) below, computed as sigmoid(min(x, 0)) +
-    max(x, 0) (the same numbers: sigmoid(0) is 0.5 exactly): two clamps, a sigmoid and an add, each a vectorised pass,
-    where torch.where and its comparison took 6x as long (one thread, 2.6M floats: 11 ms against 1.8)."""
+    max(x, 0) (bitwise the same numbers: sigmoid(0) is 0.5 exactly): two clamps, a sigmoid and an add instead of
+    torch.where and its comparison (one thread, 2.6M contiguous floats: 17 ms against 28 ms)."""
     if linear:
         return values
     return torch.sigmoid(values.clamp(max=0)) + values.clamp(min=0)
