@@ -20,13 +20,13 @@ from pathlib import Path
 import datasets
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .cli import UsageError, parse_arguments, run_command
 from .data import check_data_file, load_data_file, make_collator
 from .files import write_json
 from .metrics import METRIC_BACKENDS, classification_metrics, save_confusion_matrix
+from .training.sampling import scoring_loader
 
 
 @dataclass
@@ -85,7 +85,7 @@ def evaluate(args: EvaluateArguments) -> dict:
         return tokenizer(batch["text"], truncation=True, max_length=max_length)
 
     tokenized = split.map(tokenize, batched=True, remove_columns=["text"])
-    loader = DataLoader(tokenized, batch_size=args.batch_size, collate_fn=make_collator(tokenizer))
+    loader = scoring_loader(tokenized, args.batch_size, make_collator(tokenizer))
     accelerator = Accelerator(cpu=args.use_cpu or not torch.accelerator.is_available())
     model, loader = accelerator.prepare(model, loader)
     model.eval()

@@ -38,7 +38,7 @@ from .checkpoints import (
     checkpoints_in,
     history_until,
 )
-from .sampling import EpochLengthGroupedSampler
+from .sampling import EpochLengthGroupedSampler, scoring_loader
 
 logger = get_logger(__name__)  # logs on the main process only
 
@@ -79,14 +79,9 @@ class TrainingRun:
 
 
 def make_loaders(tokenized, collator, train_args, num_processes: int = 1) -> dict[str, DataLoader]:
-    """One loader per split: train shuffled (or length-grouped), the others in order."""
+    """One loader per split: train shuffled (or length-grouped), the others longest first (`scoring_loader`)."""
     loaders = {
-        name: DataLoader(
-            split,
-            batch_size=train_args.per_device_eval_batch_size,
-            collate_fn=collator,
-            num_workers=train_args.dataloader_num_workers,
-        )
+        name: scoring_loader(split, train_args.per_device_eval_batch_size, collator, train_args.dataloader_num_workers)
         for name, split in tokenized.items()
         if name != "train"
     }
