@@ -208,6 +208,31 @@ def test_resume_may_change_the_seeds_on_the_same_split(comparison, tmp_path, cap
     assert_refused(capsys, [SMOKE, "--output_dir", copy, "--resume", "--seeds", 2], "settings differ")
 
 
+def test_resume_adds_presets_after_the_saved_ones(comparison, tmp_path, capsys):
+    """--resume --presets with a preset added at the end trains only the new preset's runs and reports its row; the
+    finished runs are kept. Dropping or reordering the saved presets (the first is the parameter reference) is a
+    change, refused."""
+    output_dir, results = comparison
+    copy = tmp_path / "copy"
+    shutil.copytree(output_dir, copy)
+    preset = json.loads((REPO_ROOT / "src" / "recurrent_transformer" / "presets" / "tiny.json").read_text())
+    added = tmp_path / "tiny-dropout.json"  # the same parameters, so inside the tolerance
+    added.write_text(json.dumps(preset | {"hidden_dropout_prob": 0.2}))
+    saved_presets = read(copy / "compare_args.json")["compare"]["presets"]
+    kept = {name: (copy / name).read_bytes() for name in files_under(copy) if name.endswith("metrics.json")}
+    resumed = run_command("compare", [SMOKE, "--output_dir", copy, "--resume", "--presets", f"{saved_presets},{added}"])
+    assert {name: (copy / name).read_bytes() for name in kept} == kept
+    labels = [row["label"] for row in resumed["rows"]]
+    assert labels == [*LABELS[:-1], "tiny-dropout", LABELS[-1]]
+    rows = {row["label"]: row for row in resumed["rows"]}
+    assert [run["seed"] for run in rows["tiny-dropout"]["runs"]] == list(SEEDS)
+    for label in LABELS:
+        assert rows[label]["summary"] == {row["label"]: row for row in results["rows"]}[label]["summary"]
+    assert read(copy / "compare_args.json")["compare"]["presets"] == f"{saved_presets},{added}"
+    reordered = ",".join(reversed(saved_presets.split(",")))
+    assert_refused(capsys, [SMOKE, "--output_dir", copy, "--resume", "--presets", reordered], "settings differ")
+
+
 def test_resume_adds_mlm_rows_to_a_comparison_without_them(comparison, tmp_path, capsys):
     """A comparison run without --pretrain_steps gets its '+MLM' rows from a --resume that asks for them; the
     finished runs are kept. Once a pre-training or '+MLM' run has finished, their settings are fixed like any

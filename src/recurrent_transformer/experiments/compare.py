@@ -103,7 +103,7 @@ def run_svm(compare_args, train_args, data, plan: Plan) -> None:
 
 def prepare_output_dir(plan: Plan, settings: dict, tokenizer, train_args, resumed_with: list[str]) -> None:
     """Clear an earlier comparison's outputs (--overwrite_output_dir), then save the settings and the tokenizer; a
-    resume that adds seeds or '+MLM' rows records them in the saved settings."""
+    resume that adds seeds, presets or '+MLM' rows records them in the saved settings."""
     plan.output_dir.mkdir(parents=True, exist_ok=True)
     if train_args.overwrite_output_dir:
         clear_outputs(plan.output_dir, OUTPUT_NAMES)

@@ -1,6 +1,7 @@
 """What `compare --resume` may continue: the same comparison (its saved settings), where finished runs are kept.
 
-Seeds may change on the same split (add seeds later, or report a subset), and the '+MLM' settings may change until
+Seeds may change on the same split (add seeds later, or report a subset), presets may be added after the saved
+ones (the first stays the parameter reference), and the '+MLM' settings may change until
 any of their work has finished (so '+MLM' rows can be added to a comparison that has none); anything else that
 changes the runs is refused with the differences listed.
 """
@@ -59,8 +60,8 @@ def changed_settings(saved: dict, settings: dict) -> set[str]:
 
 
 def check_resume(plan: Plan, settings: dict) -> list[str]:
-    """A folder holding this very comparison; returns what the resume adds (seeds, '+MLM' rows), which the caller
-    records in the saved settings once every check has passed."""
+    """A folder holding this very comparison; returns what the resume adds (seeds, presets, '+MLM' rows), which the
+    caller records in the saved settings once every check has passed."""
     saved_path = plan.output_dir / SETTINGS_FILE
     if not saved_path.is_file():
         raise UsageError(f"--resume: {str(plan.output_dir)!r} holds no comparison (no {SETTINGS_FILE})")
@@ -74,6 +75,11 @@ def check_resume(plan: Plan, settings: dict) -> list[str]:
         # Seeds added (or a subset reported) on the same split: the finished runs stay valid.
         changed.discard("compare.seeds")
         updated.append(f"seeds {plan.seeds}")
+    saved_presets = split_list(saved["compare"]["presets"], "presets")
+    if "compare.presets" in changed and plan.presets[: len(saved_presets)] == saved_presets:
+        # Presets added after the saved ones: the parameter reference (the first) and the finished runs stay.
+        changed.discard("compare.presets")
+        updated.append(f"presets {plan.presets[len(saved_presets):]}")
     if changed and changed <= MLM_SETTINGS and not mlm_work_finished(plan.output_dir):
         # '+MLM' rows are added (or their settings changed before any of their work finished).
         changed = set()
