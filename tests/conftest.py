@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # and the processes the tests start (accelerate launch, remote code)
 
 
-CELLS = ("lstm", "gru", "rnn", "mingru")
+CELLS = ("lstm", "gru", "rnn", "mingru", "gla")
 LAYER_TYPES = ("hybrid", "full_attention", "linear_attention", "sliding_attention", "hybrid_sliding")
 SLIDING = ("sliding_attention", "hybrid_sliding")
 

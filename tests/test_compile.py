@@ -9,7 +9,7 @@ from recurrent_transformer import RecurrentTransformerForSequenceClassification
 pytestmark = pytest.mark.skipif(not hasattr(torch, "compile"), reason="torch.compile is missing")
 
 
-@pytest.mark.parametrize("cell", ["lstm", "mingru"])
+@pytest.mark.parametrize("cell", ["lstm", "mingru", "gla"])
 def test_compiled_model_matches_eager_on_a_padded_batch(cell):
     """Logits, loss and every parameter's gradient of torch.compile(model) equal eager's to 1e-5 on a batch with
     left and right padding (the packed-sequence path for the LSTM, the masked scan for minGRU)."""

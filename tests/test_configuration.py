@@ -65,6 +65,8 @@ def test_layer_pattern_expands_and_only_the_list_is_saved(pattern, expected, tmp
         (dict(hidden_size=36, num_attention_heads=4, position_embedding_type="rope"), "rope"),
         (dict(norm_placement="middle"), "norm_placement"),
         (dict(recurrent_gate_init=float("nan")), "recurrent_gate_init"),
+        (dict(recurrent_cell="gla", recurrent_hidden_size=12, num_attention_heads=4), "recurrent_hidden_size=12"),
+        (dict(recurrent_cell="gru2"), "recurrent_cell"),
     ],
 )
 def test_invalid_values_raise_an_error_naming_the_field(overrides, field):

@@ -1,4 +1,5 @@
-"""Model behaviour: exact padding, the minGRU scan, gradients, attention back-ends, checkpointing, input checks."""
+"""Model behaviour: exact padding, the minGRU scan, the gla chunks, gradients, attention back-ends, checkpointing,
+input checks."""
 
 import itertools
 
@@ -19,6 +20,7 @@ from recurrent_transformer.modeling_recurrent_transformer import (
     MinGRUScan,
     RecurrentMixer,
     chunked_scan,
+    gla_chunks,
     linear_scan,
     mingru_terms,
     scan_rounds,
@@ -416,3 +418,58 @@ def test_fused_mingru_backward_equals_autograd_through_its_terms(directions, lin
     expected = torch.autograd.grad((reference * weights).sum(), [projected, initial])
     for grad, expected_grad in zip(grads, expected, strict=True):
         torch.testing.assert_close(grad, expected_grad, atol=1e-10, rtol=1e-8)
+
+
+def gla_reference(query, key, value, log_decay, initial):
+    """The gla recurrence one step at a time: S_t = exp(log_decay_t) S_{t-1} + k_t^T v_t, o_t = q_t S_t."""
+    state = initial
+    outputs = []
+    for step in range(query.shape[1]):
+        update = key[:, step, :, :, None] * value[:, step, :, None, :]
+        state = log_decay[:, step].exp()[..., None, None] * state + update
+        outputs.append((query[:, step, :, None, :] @ state)[:, :, 0])
+    return torch.stack(outputs, dim=1), state
+
+
+@pytest.mark.parametrize("seq_len", [1, 5, 16, 17, 100])
+@pytest.mark.parametrize("chunk_size", [4, 16, 64])
+def test_gla_chunks_equal_the_step_by_step_recurrence(seq_len, chunk_size):
+    """Outputs, final state and the gradients of query, key, value, decay and initial state, in float64, from a
+    zero and a given initial state, with lengths that do and do not fill the last chunk; decays down to
+    exp(-8) per step, so the cumulative decay inside a chunk of 64 reaches exp(-500) without overflowing."""
+    generator = torch.Generator().manual_seed(seq_len * 100 + chunk_size)
+
+    def draw(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    query, key, value = (draw(2, seq_len, 3, 5).requires_grad_() for _ in range(3))
+    log_decay = (-8 * torch.rand(2, seq_len, 3, generator=generator, dtype=torch.float64)).requires_grad_()
+    weights = draw(2, seq_len, 3, 5)
+    for initial in (torch.zeros(2, 3, 5, 5, dtype=torch.float64), draw(2, 3, 5, 5)):
+        initial.requires_grad_()
+        given = initial if initial.abs().sum() > 0 else None
+        output, final = gla_chunks(query, key, value, log_decay, given, chunk_size)
+        expected_output, expected_final = gla_reference(query, key, value, log_decay, initial)
+        torch.testing.assert_close(output, expected_output, atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(final, expected_final, atol=1e-10, rtol=1e-10)
+        inputs = [query, key, value, log_decay] + ([initial] if given is not None else [])
+        grads = torch.autograd.grad((output * weights).sum() + final.sum(), inputs)
+        expected = torch.autograd.grad((expected_output * weights).sum() + expected_final.sum(), inputs)
+        for grad, expected_grad in zip(grads, expected, strict=True):
+            torch.testing.assert_close(grad, expected_grad, atol=1e-9, rtol=1e-9)
+
+
+def test_gla_padded_steps_move_no_state():
+    """A gla layer gives each row's real tokens the outputs they get alone, for padding on the left, inside and on
+    the right, in both directions, with non-zero biases (the decay's bias alone would shrink a carried state)."""
+    torch.manual_seed(0)
+    config = tiny_config(recurrent_cell="gla", bidirectional=True, recurrent_hidden_size=16)
+    mixer = RecurrentMixer(config, 0).eval()
+    randomize_biases(mixer)
+    hidden_states = torch.randn(3, 9, config.hidden_size)
+    keep = torch.ones(3, 9, dtype=torch.bool)
+    keep[0, :3], keep[1, 4:6], keep[2, 6:] = False, False, False
+    output, _ = mixer(hidden_states, keep, keep_state=False)
+    for row in range(3):
+        alone, _ = mixer(hidden_states[row : row + 1, keep[row]], None, keep_state=False)
+        torch.testing.assert_close(output[row, keep[row]], alone[0], atol=1e-5, rtol=1e-5)

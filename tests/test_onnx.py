@@ -79,9 +79,10 @@ def test_export_of_a_folder_without_weights_fails_clearly(tmp_path, capsys):
     [
         ("causal", {}, "the exporter takes a sequence classifier"),
         ("sequence", {"recurrent_cell": "mingru"}, "recurrent_cell 'mingru'"),
+        ("sequence", {"recurrent_cell": "gla"}, "recurrent_cell 'gla'"),
         ("sequence", {"recurrent_window": 4}, "recurrent_window"),
     ],
-    ids=["causal-lm", "mingru", "local-window"],
+    ids=["causal-lm", "mingru", "gla", "local-window"],
 )
 def test_what_cannot_be_exported_exactly_is_refused(tmp_path, capsys, head, overrides, message):
     folder = trained_folder(tmp_path / "model", head, steps=1, rows=40, **overrides)

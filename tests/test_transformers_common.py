@@ -4,9 +4,9 @@ The mixins come from the source distribution of the installed transformers versi
 without network and without a cached copy, this module is skipped. One config runs through every class of a
 tester, and the heads refuse one direction each, so there are two testers: an encoder (bidirectional; Model,
 SequenceClassification, TokenClassification, MaskedLM) and a decoder (causal; Model, SequenceClassification,
-TokenClassification, CausalLM), each on the default all-hybrid layers and on recurrence-only layers; the encoder
-also in the layout of a converted BERT checkpoint (post-norm, embedding norm, absolute positions, gated recurrence
-at zero, classification pooler).
+TokenClassification, CausalLM), each on the default all-hybrid layers and on recurrence-only layers (LSTM, minGRU
+and gla cells); the encoder also in the layout of a converted BERT checkpoint (post-norm, embedding norm, absolute
+positions, gated recurrence at zero, classification pooler).
 """
 
 import contextlib
@@ -287,3 +287,27 @@ class RecurrentTransformerConvertedLayoutTest(RecurrentTransformerEncoderTests, 
     tests/test_conversion.py)."""
 
     extra_config = CONVERTED_LAYOUT
+
+
+class RecurrentTransformerEncoderMinGRUTest(RecurrentTransformerEncoderTests, unittest.TestCase):
+    layer_types = RECURRENCE_ONLY
+    extra_config = {"recurrent_cell": "mingru", "mingru_candidate": "linear"}
+    has_attentions = False
+
+
+class RecurrentTransformerDecoderMinGRUTest(RecurrentTransformerDecoderTests, unittest.TestCase):
+    layer_types = RECURRENCE_ONLY
+    extra_config = {"recurrent_cell": "mingru", "mingru_candidate": "linear"}
+    has_attentions = False
+
+
+class RecurrentTransformerEncoderGLATest(RecurrentTransformerEncoderTests, unittest.TestCase):
+    layer_types = RECURRENCE_ONLY
+    extra_config = {"recurrent_cell": "gla"}
+    has_attentions = False
+
+
+class RecurrentTransformerDecoderGLATest(RecurrentTransformerDecoderTests, unittest.TestCase):
+    layer_types = RECURRENCE_ONLY
+    extra_config = {"recurrent_cell": "gla"}
+    has_attentions = False

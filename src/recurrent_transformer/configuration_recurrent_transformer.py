@@ -20,7 +20,7 @@ PATTERN_LETTERS = {
     "R": "linear_attention",
 }
 # How many state tensors each cell carries between steps (LSTM: h and c).
-CELL_STATES = {"lstm": 2, "gru": 1, "rnn": 1, "mingru": 1}
+CELL_STATES = {"lstm": 2, "gru": 1, "rnn": 1, "mingru": 1, "gla": 1}
 # Every Auto class this model serves, written into each saved config.json so that a folder saved from any head
 # loads through any of them with `trust_remote_code=True` (save_pretrained alone records only the saved class).
 AUTO_MAP = {
@@ -50,8 +50,10 @@ class RecurrentTransformerConfig(PreTrainedConfig):
             name repeated for every layer (`"hybrid"`), or letters cycled over the layers: `H` hybrid,
             `S` hybrid_sliding, `A` full_attention, `L` sliding_attention, `R` linear_attention (`"RRRA"`: three
             recurrent layers, then attention). Only the expanded `layer_types` is saved.
-        recurrent_cell (`str`, *optional*, defaults to `"lstm"`): `"lstm"`, `"gru"`, `"rnn"` (tanh) or `"mingru"`
-            (a gated recurrence that is linear in its state and runs as a parallel scan, no loop over steps).
+        recurrent_cell (`str`, *optional*, defaults to `"lstm"`): `"lstm"`, `"gru"`, `"rnn"` (tanh), `"mingru"`
+            (a gated recurrence that is linear in its state and runs as a parallel scan, no loop over steps) or
+            `"gla"` (gated linear attention: a matrix state per head, `num_attention_heads` heads, decayed by a
+            data-dependent gate and run in chunks of matrix products; RetNet/Mamba-2/GLA's family).
         mingru_candidate (`str`, *optional*, defaults to `"positive"`): minGRU's candidate state from its
             projection x: `"positive"`, the paper's g(x) (x + 0.5 from 0 up, sigmoid(x) below; positive, as its
             log-space scan needs), or `"linear"`, x itself (the scan here is in linear space). Every state is then a
@@ -102,7 +104,7 @@ class RecurrentTransformerConfig(PreTrainedConfig):
     hidden_act: str = "gelu"
     layer_types: list[str] | None = None
     layer_pattern: str | None = "hybrid"
-    recurrent_cell: Literal["lstm", "gru", "rnn", "mingru"] = "lstm"
+    recurrent_cell: Literal["lstm", "gru", "rnn", "mingru", "gla"] = "lstm"
     mingru_candidate: Literal["positive", "linear"] = "positive"
     recurrent_hidden_size: int | None = None
     recurrent_window: int | None = None
@@ -191,6 +193,15 @@ class RecurrentTransformerConfig(PreTrainedConfig):
             raise ValueError(
                 f"recurrent_hidden_size={self.recurrent_hidden_size} must be a positive integer, and even when "
                 "bidirectional=True (each direction gets half)"
+            )
+        if self.recurrent_cell not in CELL_STATES:
+            raise ValueError(f"recurrent_cell={self.recurrent_cell!r} is not one of {tuple(CELL_STATES)}")
+        directions = 2 if self.bidirectional else 1
+        if self.recurrent_cell == "gla" and (self.recurrent_hidden_size // directions) % self.num_attention_heads:
+            raise ValueError(
+                f"recurrent_cell='gla' splits each direction's recurrent_hidden_size={self.recurrent_hidden_size} "
+                f"(/ {directions} directions) into num_attention_heads={self.num_attention_heads} heads: make it a "
+                "multiple"
             )
         if self.mingru_candidate not in ("positive", "linear"):
             raise ValueError(f"mingru_candidate={self.mingru_candidate!r} must be 'positive' or 'linear'")

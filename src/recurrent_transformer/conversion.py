@@ -453,7 +453,7 @@ class ConvertArguments:
     )
     output_dir: str = field(metadata={"help": "the folder to write: model, code files, tokenizer, conversion.json"})
     recurrent_layers: str = field(default="all", metadata={"help": SPEC_HELP})
-    recurrent_cell: str = field(default="lstm", metadata={"help": "lstm, gru, rnn or mingru"})
+    recurrent_cell: str = field(default="lstm", metadata={"help": "lstm, gru, rnn, mingru or gla"})
     recurrent_hidden_size: int | None = field(default=None, metadata={"help": "state width; unset: hidden_size"})
     head: str = field(default="sequence-classification", metadata={"help": f"one of {list(HEADS)}"})
     num_labels: int | None = field(

@@ -63,17 +63,17 @@ def load(model_dir: str):
 
 def check_exportable(folder: Path, config: dict) -> None:
     """Refuse what the traced graph cannot reproduce: another head (loading it as a classifier would export a freshly
-    initialised score layer), and layers whose traced loops depend on the example's length (minGRU's scan, local
-    windows, blockwise sliding-window attention): the graph would be exact for that length only."""
+    initialised score layer), and layers whose traced loops depend on the example's length (minGRU's scan, gla's
+    chunks, local windows, blockwise sliding-window attention): the graph would be exact for that length only."""
     architectures = config.get("architectures") or []
     if architectures != [CLASSIFIER]:
         raise UsageError(
             f"{folder} holds {architectures or 'no architectures entry'}: the exporter takes a sequence classifier "
             f"({CLASSIFIER}, as `recurrent-transformer train` saves)"
         )
+    cell = config.get("recurrent_cell")
     reasons = {
-        "recurrent_cell 'mingru' (its parallel scan unrolls to the traced length)": config.get("recurrent_cell")
-        == "mingru"
+        f"recurrent_cell {cell!r} (its scan and chunks unroll to the traced length)": cell in ("mingru", "gla")
         and any(kind != "full_attention" for kind in config.get("layer_types", [])),
         "recurrent_window (local windows unfold to the traced length)": config.get("recurrent_window") is not None,
         "'hybrid_sliding' layers (blockwise attention follows the traced length)": "hybrid_sliding"

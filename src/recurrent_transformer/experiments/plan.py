@@ -19,7 +19,7 @@ from ..cli import UsageError, read_yaml
 from ..data import load_tokenizer
 from ..files import check_output_dir
 from ..modeling_recurrent_transformer import RecurrentTransformerForSequenceClassification
-from ..training.arguments import DataArguments, ModelArguments, TrainArguments
+from ..training.arguments import RECURRENT_CELLS, DataArguments, ModelArguments, TrainArguments
 from ..training.build import build_config, learned_positions
 from ..training.classifier import check_settings as check_run_settings
 from .baseline import SVM_ANALYZERS
@@ -38,7 +38,6 @@ PER_RUN_SETTINGS = {
     "recurrent_cell": "--presets pretrained+<cell>",
 }
 PRETRAINED = "pretrained"  # preset names 'pretrained' and 'pretrained+<cell>'
-RECURRENT_CELLS = ("lstm", "gru", "rnn", "mingru")
 
 
 @dataclass

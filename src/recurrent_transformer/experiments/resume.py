@@ -79,7 +79,7 @@ def check_resume(plan: Plan, settings: dict) -> list[str]:
     if "compare.presets" in changed and plan.presets[: len(saved_presets)] == saved_presets:
         # Presets added after the saved ones: the parameter reference (the first) and the finished runs stay.
         changed.discard("compare.presets")
-        updated.append(f"presets {plan.presets[len(saved_presets):]}")
+        updated.append(f"presets {plan.presets[len(saved_presets) :]}")
     if changed and changed <= MLM_SETTINGS and not mlm_work_finished(plan.output_dir):
         # '+MLM' rows are added (or their settings changed before any of their work finished).
         changed = set()

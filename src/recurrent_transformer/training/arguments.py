@@ -4,11 +4,12 @@ from a YAML file and flags), and the checks that need no data, run before anythi
 from dataclasses import dataclass, field
 
 from ..cli import UsageError
+from ..configuration_recurrent_transformer import CELL_STATES
 from ..data import TOKENIZER_ALGORITHMS
 from ..metrics import METRIC_BACKENDS, SELECTION_METRICS
 
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
-RECURRENT_CELLS = ("lstm", "gru", "rnn", "mingru")
+RECURRENT_CELLS = tuple(CELL_STATES)  # the config's cells
 
 
 @dataclass
@@ -45,7 +46,7 @@ class ModelArguments:
     )
     recurrent_cell: str = field(
         default="lstm",
-        metadata={"help": "with a BERT-family init_from: the new sub-layers' cell: lstm, gru, rnn, mingru"},
+        metadata={"help": "with a BERT-family init_from: the new sub-layers' cell: lstm, gru, rnn, mingru, gla"},
     )
 
 
