@@ -473,3 +473,15 @@ def test_gla_padded_steps_move_no_state():
     for row in range(3):
         alone, _ = mixer(hidden_states[row : row + 1, keep[row]], None, keep_state=False)
         torch.testing.assert_close(output[row, keep[row]], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_gla_heads_start_with_spread_decays():
+    """Each direction's heads start with decay biases from 0 to 4 (half-lives of 16 to 611 tokens). The mixer holds
+    no parameter of its own, which transformers' initialisation skips: this failed before `DecayProjection`."""
+    config = tiny_config(recurrent_cell="gla", bidirectional=True, recurrent_hidden_size=16)
+    model = RecurrentTransformerModel(config)
+    for layer in model.layers:
+        bias = layer.recurrent.decay_proj.bias
+        torch.testing.assert_close(bias, torch.linspace(0.0, 4.0, 4).repeat(2))
+    half_lives = torch.log(torch.tensor(0.5)) / (F.logsigmoid(torch.tensor([0.0, 4.0])) / 16)
+    torch.testing.assert_close(half_lives, torch.tensor([16.0, 611.0]), atol=0.5, rtol=0)

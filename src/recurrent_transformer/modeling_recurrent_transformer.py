@@ -445,6 +445,16 @@ class RotaryPositions(nn.Module):
         return angles.cos().to(hidden_states.dtype), angles.sin().to(hidden_states.dtype)
 
 
+class DecayProjection(nn.Linear):
+    """gla's per-head decay logits: a linear layer of its own type, so that `_init_weights` finds it and spreads its
+    bias over the heads (the mixer holding it has no parameters of its own, which transformers' initialisation of
+    remote code skips)."""
+
+    def __init__(self, input_size: int, num_directions: int, num_heads: int):
+        super().__init__(input_size, num_directions * num_heads)
+        self.num_directions, self.num_heads = num_directions, num_heads
+
+
 class RecurrentMixer(nn.Module):
     """Recurrent sub-layer: a torch cell (fused kernels), minGRU (parallel scan) or gla (chunked matrix products),
     over the whole sequence or
@@ -469,11 +479,11 @@ class RecurrentMixer(nn.Module):
             self.gate_proj = nn.Linear(input_size, 2 * self.num_directions * self.state_size)
         elif self.cell_type == "gla":
             # Query, key, value and output gate of every direction from one projection, the heads' decays from
-            # another (its bias, set by `_init_weights`, spreads the heads' memory from ~16 to ~600 tokens).
+            # another (its bias, set by `_init_weights`, spreads the heads' half-lives from 16 to 611 tokens).
             self.num_heads = config.num_attention_heads
             self.head_dim = self.state_size // self.num_heads
             self.qkvg_proj = nn.Linear(input_size, 4 * self.num_directions * self.state_size, bias=False)
-            self.decay_proj = nn.Linear(input_size, self.num_directions * self.num_heads)
+            self.decay_proj = DecayProjection(input_size, self.num_directions, self.num_heads)
             self.head_norm = nn.RMSNorm(self.head_dim, eps=config.layer_norm_eps)
         elif self.window is None:
             self.cell = TORCH_CELLS[self.cell_type](
@@ -1008,11 +1018,11 @@ class RecurrentTransformerPreTrainedModel(PreTrainedModel):
                     init.copy_(param, bias)
                 else:
                     init.zeros_(param)
-        elif isinstance(module, RecurrentMixer) and module.cell_type == "gla":
+        elif isinstance(module, DecayProjection):
             # The heads' decay biases from 0 to 4: a = sigmoid(bias)^(1/16) per token keeps half the state over
-            # 16 to 630 tokens at the start, short and long memories side by side.
+            # 16 to 611 tokens at the start, short and long memories side by side.
             spread = torch.linspace(0.0, 4.0, module.num_heads).repeat(module.num_directions)
-            init.copy_(module.decay_proj.bias, spread)
+            init.copy_(module.bias, spread)
         elif isinstance(module, RotaryPositions):
             init.copy_(module.inv_freq, module.compute_inv_freq())
         elif isinstance(module, RecurrentTransformerLayer) and module.recurrent_gate is not None:
