@@ -16,9 +16,10 @@ recurrence is linear in its state and runs as a scan in two levels (step by step
 at once, then across the chunks' ends). The `"gla"` cell (gated linear attention, Yang et al. 2024, here with one
 data-dependent decay per head as in Mamba-2) keeps a matrix state per head and runs in chunks of matrix products.
 
-Padding is exact, for right, left and inner padding and in both directions: minGRU and gla carry their state through a
-padded step unchanged (zeroing the input is not enough once biases are non-zero); an LSTM/GRU/RNN reads each row's
-real tokens before its padding (reversed for the backward direction), packed where a cache keeps its final state.
+Padding is exact, for right, left and inner padding and in both directions: minGRU and gla carry their state
+through a padded step unchanged (zeroing the input is not enough once biases are non-zero); an LSTM/GRU/RNN reads
+each row's real tokens before its padding (reversed for the backward direction), packed where a cache keeps its
+final state.
 
 This file and `configuration_recurrent_transformer.py` import only torch, public transformers modules and each
 other, so a saved folder loads with `trust_remote_code=True` without the package.
@@ -457,12 +458,12 @@ class DecayProjection(nn.Linear):
 
 class RecurrentMixer(nn.Module):
     """Recurrent sub-layer: a torch cell (fused kernels), minGRU (parallel scan) or gla (chunked matrix products),
-    over the whole sequence or
-    over each position's last `recurrent_window` tokens, in one or both directions.
+    over the whole sequence or over each position's last `recurrent_window` tokens, in one or both directions.
 
     `forward(hidden_states, padding_mask, state)` returns the output and the new state. A state is a tuple of
-    batch-first tensors: (h, c) for an LSTM, (h,) for the others (each (batch, directions, width)), or, for a local
-    window, the last `window - 1` inputs (batch, window - 1, hidden_size).
+    batch-first tensors: (h, c) for an LSTM, (h,) for GRU, RNN and minGRU (each (batch, directions, width)), (S,) for
+    gla ((batch, directions, heads, dim, dim)), or, for a local window, the last `window - 1` inputs (batch,
+    window - 1, hidden_size).
     """
 
     def __init__(self, config: RecurrentTransformerConfig, layer_idx: int):
