@@ -371,6 +371,10 @@ def test_time_budget_stops_a_run_and_is_recorded(tmp_path):
     assert 1.5 <= run_info["train_seconds"] < 30 and results["global_step"] == run_info["global_step"] < 100_000
     assert run_info["train_tokens"] > 0
     assert run_info["train_tokens_per_second"] == run_info["train_tokens"] / run_info["train_seconds"]
+    # The CPU the run got meanwhile: a share of its threads' time (above 0, about 1 on free cores).
+    threads = run_info["torch_threads"]
+    assert run_info["train_cpu_share"] == run_info["train_cpu_seconds"] / (run_info["train_seconds"] * threads)
+    assert 0 < run_info["train_cpu_share"] < 1.5
     history = read(output_dir / "eval_history.json")
     assert history[-1]["step"] == run_info["global_step"]
     assert history[-1]["train_seconds"] <= run_info["train_seconds"]

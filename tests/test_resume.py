@@ -76,6 +76,9 @@ def check_resumed_run(tokenizer_dir, reference_run, output_dir, stop_after_step,
     reference_info = json.loads((reference_dir / "run_info.json").read_text())
     assert run_info["train_tokens"] == reference_info["train_tokens"]
     assert run_info["train_padding_share"] == reference_info["train_padding_share"]
+    # CPU seconds are counted across the interruption too: the resumed total includes the checkpoint's.
+    clock = json.loads((output_dir / "checkpoints" / f"step-{stop_after_step:07d}" / "clock.json").read_text())
+    assert 0 < clock["train_cpu_seconds"] < run_info["train_cpu_seconds"]
 
 
 @pytest.mark.parametrize("stop_after_step", [4, 3], ids=["mid-epoch", "epoch-end"])

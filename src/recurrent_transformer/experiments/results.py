@@ -38,6 +38,7 @@ def neural_run(run_dir: Path, seed: int, pretrain_dir: Path | None) -> dict:
         "train_seconds": run_info["train_seconds"] + pretrain_train,
         "wall_seconds": read_json(run_dir / RUN_FILE, "a run's wall time")["wall_seconds"] + pretrain_wall,
         "global_step": run_info["global_step"],
+        "train_cpu_share": run_info.get("train_cpu_share"),  # None: off the CPU, or a run from before it was counted
         "stopped_by": run_info["stopped_by"],
         # The texts' length limit this run trained and was scored with (a preset's positions may cut it).
         "max_length": read_json(run_dir / "train_args.json", "a run's arguments")["model"]["max_length"],
@@ -74,6 +75,27 @@ def collect_rows(compare_args, plan: Plan, counts: dict[str, int], outside: list
     if compare_args.svm_baseline:
         rows.append(svm_row(plan.output_dir / "svm"))
     return rows
+
+
+CONTENDED_SHARE = 0.8  # under this share of its threads' CPU time, a run's time budget bought visibly less work
+
+
+def contention_note(rows: list[Row]) -> str | None:
+    """A warning naming the runs that got under CONTENDED_SHARE of the CPU their threads asked for while training
+    (other processes on the same cores): under a time budget they did less work than their seconds say."""
+    contended = [
+        f"{row.label} seed {run['seed']} ({100 * run['train_cpu_share']:.0f} %)"
+        for row in rows
+        for run in row.runs
+        if run.get("train_cpu_share") is not None and run["train_cpu_share"] < CONTENDED_SHARE
+    ]
+    if not contended:
+        return None
+    return (
+        f"CPU contention: {', '.join(contended)} got under {100 * CONTENDED_SHARE:.0f} % of the CPU time their "
+        "threads asked for while training (run_info.json's train_cpu_share), so their time budget bought less work; "
+        "to compare at equal work, delete their run folders and rerun with --resume on free cores."
+    )
 
 
 def notes(rows: list[Row], plan: Plan, data, train_args, compare_args, counts, outside) -> list[str]:
@@ -118,6 +140,9 @@ def notes(rows: list[Row], plan: Plan, data, train_args, compare_args, counts, o
         )
     if split == "validation":
         lines.append("No test file: the scores are on the validation split that also chose the checkpoints.")
+    contended = contention_note(rows)
+    if contended:
+        lines.append(contended)
     truncated = [truncation_note(plan, preset) for preset in plan.presets]
     lines += [f"{note}." for note in truncated if note]
     if outside:

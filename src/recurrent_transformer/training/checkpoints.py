@@ -78,22 +78,33 @@ class TrainerState:
 
 class TrainClock:
     """Seconds spent in training steps, validation and checkpoints excluded, so that under a time budget a model that
-    is slow to validate loses no training time; `paused()` brackets the excluded work."""
+    is slow to validate loses no training time; `paused()` brackets the excluded work. It also counts the CPU seconds
+    this process used meanwhile (all its threads): on a shared CPU, CPU seconds over wall seconds x threads says how
+    much of the machine a run got for its time budget. `cpu_seconds` is None once unknown (a checkpoint from before
+    it was counted)."""
 
-    def __init__(self, seconds: float = 0.0):
-        self.seconds = seconds
+    def __init__(self, seconds: float = 0.0, cpu_seconds: float | None = 0.0):
+        self.seconds, self.cpu_seconds = seconds, cpu_seconds
         self.started: float | None = None
+        self.cpu_started = 0.0
 
     def start(self) -> None:
-        self.started = time.perf_counter()
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
 
     def stop(self) -> None:
         if self.started is not None:
             self.seconds += time.perf_counter() - self.started
+            if self.cpu_seconds is not None:
+                self.cpu_seconds += time.process_time() - self.cpu_started
             self.started = None
 
     def elapsed(self) -> float:
         return self.seconds + (time.perf_counter() - self.started if self.started is not None else 0.0)
+
+    def elapsed_cpu(self) -> float | None:
+        if self.cpu_seconds is None or self.started is None:
+            return self.cpu_seconds
+        return self.cpu_seconds + time.process_time() - self.cpu_started
 
     @contextlib.contextmanager
     def paused(self):

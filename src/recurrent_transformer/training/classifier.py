@@ -83,6 +83,14 @@ def write_run_start(output_dir: Path, resolved: dict, tokenizer, changes: list[s
     tokenizer.save_pretrained(output_dir)
 
 
+def cpu_share(run: TrainingRun, seconds: float) -> float | None:
+    """CPU seconds of this process over training seconds x torch threads; None off the CPU (an accelerator does the
+    work there) or where unknown."""
+    if run.accelerator.device.type != "cpu" or run.clock.cpu_seconds is None or seconds <= 0:
+        return None
+    return run.clock.cpu_seconds / (seconds * torch.get_num_threads())
+
+
 def run_info(run: TrainingRun, model_args, data, checkpoint, stopped_by: str, train_tokens: int, train_positions: int):
     """run_info.json: how the run went, on what, where, and with which versions."""
     args, num_processes, seconds = run.train_args, run.accelerator.num_processes, run.clock.seconds
@@ -100,6 +108,11 @@ def run_info(run: TrainingRun, model_args, data, checkpoint, stopped_by: str, tr
         "train_seconds": seconds,
         "train_tokens": train_tokens,
         "train_tokens_per_second": train_tokens / seconds if seconds > 0 else None,
+        # On a CPU: the share of its threads' time the run got while training (1.0 alone on free cores; two
+        # single-thread runs on one core get about 0.5 each, and so about half the work from a time budget).
+        "torch_threads": torch.get_num_threads(),
+        "train_cpu_seconds": run.clock.cpu_seconds,
+        "train_cpu_share": cpu_share(run, seconds),
         # Padding in the training batches (dynamic padding pads each batch to its longest text; --group_by_length
         # keeps it small on texts of very different lengths).
         "train_padding_share": 1 - train_tokens / train_positions if train_positions else None,

@@ -167,6 +167,7 @@ def restore(run: TrainingRun, checkpoint: Path) -> None:
     if (checkpoint / CLOCK_FILE).is_file():
         saved = json.loads((checkpoint / CLOCK_FILE).read_text())
         run.clock.seconds = saved["train_seconds"]
+        run.clock.cpu_seconds = saved.get("train_cpu_seconds")  # None: a checkpoint from before CPU time was counted
         if run.is_main:
             run.tokens_seen += saved["train_tokens"]
             # A checkpoint written before positions were counted: its part counts as unpadded.
@@ -249,7 +250,11 @@ def save_checkpoint(run: TrainingRun) -> None:
         total_positions = run.accelerator.reduce(run.positions_seen, reduction="sum").item()
         if run.is_main:
             run.state.save(path / STATE_FILE)
-            clock = {"train_seconds": run.clock.elapsed(), "train_tokens": total_tokens}
+            clock = {
+                "train_seconds": run.clock.elapsed(),
+                "train_cpu_seconds": run.clock.elapsed_cpu(),
+                "train_tokens": total_tokens,
+            }
             write_json(path / CLOCK_FILE, clock | {"train_positions": total_positions})
             kept = checkpoints_in(run.output_dir)
             limit = run.train_args.save_total_limit

@@ -1,0 +1,50 @@
+"""How much of the CPU a run got: the training clock's CPU seconds, and the comparison's warning about runs that
+shared their cores (under a time budget they did less work than their seconds say)."""
+
+import time
+
+from recurrent_transformer.experiments.report import Row
+from recurrent_transformer.experiments.results import CONTENDED_SHARE, contention_note
+from recurrent_transformer.training.checkpoints import TrainClock
+
+
+def busy(cpu_seconds: float) -> None:
+    """Work until this process has used `cpu_seconds` more CPU time (however busy the machine is)."""
+    end = time.process_time() + cpu_seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_the_clock_counts_cpu_seconds_of_training_only():
+    clock = TrainClock()
+    clock.start()
+    busy(0.2)
+    with clock.paused():  # validation and checkpoints: neither clock runs
+        busy(0.3)
+    time.sleep(0.3)  # training time without CPU work, as when other processes hold the cores
+    clock.stop()
+    assert clock.seconds >= 0.2 + 0.3
+    assert 0.2 <= clock.cpu_seconds < 0.2 + 0.1  # the busy 0.2 s; neither the pause's 0.3 s nor the sleep
+    assert clock.elapsed_cpu() == clock.cpu_seconds
+
+
+def test_a_clock_resumed_without_cpu_seconds_reports_none():
+    clock = TrainClock(seconds=5.0, cpu_seconds=None)  # a checkpoint from before CPU time was counted
+    clock.start()
+    busy(0.05)
+    assert clock.elapsed_cpu() is None
+    clock.stop()
+    assert clock.cpu_seconds is None and clock.seconds > 5.0
+
+
+def row(label: str, shares: list[float | None]) -> Row:
+    runs = [{"seed": 42 + index, "train_cpu_share": share} for index, share in enumerate(shares)]
+    return Row(label, 1000, runs=runs)
+
+
+def test_the_comparison_names_runs_that_shared_their_cores():
+    rows = [row("lstm-baseline", [0.98, 0.55]), row("gla-rrl", [None, CONTENDED_SHARE - 0.01]), row("tf", [1.02])]
+    note = contention_note(rows)
+    assert "lstm-baseline seed 43 (55 %)" in note and "gla-rrl seed 43 (79 %)" in note
+    assert "seed 42" not in note and "tf" not in note
+    assert contention_note([row("lstm-baseline", [0.98, CONTENDED_SHARE]), row("svm", [None])]) is None
