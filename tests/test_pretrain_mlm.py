@@ -40,6 +40,9 @@ def test_mlm_run_saves_a_masked_lm_folder(mlm_run):
     assert isinstance(AutoModelForMaskedLM.from_pretrained(output_dir), RecurrentTransformerForMaskedLM)
     assert json.loads((output_dir / "mlm_metrics.json").read_text()) == json.loads(json.dumps(results))
     assert results["global_step"] == 40 and results["split_sizes"] == {"train": 300, "validation": 48}
+    # The CPU it got, as a classifier run's run_info.json says it: CPU seconds / (seconds x threads).
+    share = results["train_cpu_seconds"] / (results["train_seconds"] * torch.get_num_threads())
+    assert results["train_cpu_share"] == pytest.approx(share) and 0 < share < 1.5
 
 
 def test_mlm_loss_decreases(mlm_run):

@@ -76,6 +76,14 @@ class TrainerState:
         return cls(**json.loads(path.read_text()))
 
 
+def cpu_share(cpu_seconds: float | None, seconds: float, device_type: str) -> float | None:
+    """CPU seconds of this process over training seconds x torch threads: about 1 when the run had its threads'
+    cores to itself. None off the CPU (an accelerator does the work there) or where unknown."""
+    if device_type != "cpu" or cpu_seconds is None or seconds <= 0:
+        return None
+    return cpu_seconds / (seconds * torch.get_num_threads())
+
+
 class TrainClock:
     """Seconds spent in training steps, validation and checkpoints excluded, so that under a time budget a model that
     is slow to validate loses no training time; `paused()` brackets the excluded work. It also counts the CPU seconds

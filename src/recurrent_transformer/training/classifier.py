@@ -40,7 +40,7 @@ from ..metrics import classification_metrics, save_confusion_matrix
 from .accelerator import build_accelerator, check_launch, check_mixed_precision
 from .arguments import ARGUMENT_CLASSES, DataArguments, ModelArguments, TrainArguments, check_choices, check_ranges
 from .build import build_config, build_datasets, build_tokenizer, check_init_from, check_model_settings
-from .checkpoints import ARGS_FILE, OUTPUT_NAMES, check_resume
+from .checkpoints import ARGS_FILE, OUTPUT_NAMES, check_resume, cpu_share
 from .loop import TrainingRun, init_trackers, predict, prepare_run, restore, run_loop, save_model
 
 logger = get_logger(__name__)  # logs on the main process only
@@ -83,14 +83,6 @@ def write_run_start(output_dir: Path, resolved: dict, tokenizer, changes: list[s
     tokenizer.save_pretrained(output_dir)
 
 
-def cpu_share(run: TrainingRun, seconds: float) -> float | None:
-    """CPU seconds of this process over training seconds x torch threads; None off the CPU (an accelerator does the
-    work there) or where unknown."""
-    if run.accelerator.device.type != "cpu" or run.clock.cpu_seconds is None or seconds <= 0:
-        return None
-    return run.clock.cpu_seconds / (seconds * torch.get_num_threads())
-
-
 def run_info(run: TrainingRun, model_args, data, checkpoint, stopped_by: str, train_tokens: int, train_positions: int):
     """run_info.json: how the run went, on what, where, and with which versions."""
     args, num_processes, seconds = run.train_args, run.accelerator.num_processes, run.clock.seconds
@@ -112,7 +104,7 @@ def run_info(run: TrainingRun, model_args, data, checkpoint, stopped_by: str, tr
         # single-thread runs on one core get about 0.5 each, and so about half the work from a time budget).
         "torch_threads": torch.get_num_threads(),
         "train_cpu_seconds": run.clock.cpu_seconds,
-        "train_cpu_share": cpu_share(run, seconds),
+        "train_cpu_share": cpu_share(run.clock.cpu_seconds, seconds, run.accelerator.device.type),
         # Padding in the training batches (dynamic padding pads each batch to its longest text; --group_by_length
         # keeps it small on texts of very different lengths).
         "train_padding_share": 1 - train_tokens / train_positions if train_positions else None,

@@ -11,7 +11,8 @@ measures the MLM loss, and the test file is never read. The training flags are `
 (the `Trainer` runs the loop, with `DataCollatorForLanguageModeling`); its defaults suit fine-tuning, so pass a
 from-scratch learning rate and a step budget. Without `--tokenizer_name` a tokenizer is trained on the training
 text. The output folder holds `RecurrentTransformerForMaskedLM`, the tokenizer, `mlm_metrics.json` (the validation
-MLM loss before and after under one fixed masking, and the logged training losses) and `train_args.json`.
+MLM loss before and after under one fixed masking, the logged training losses, the training seconds and the
+share of its threads' CPU time the run got) and `train_args.json`.
 """
 
 import math
@@ -32,6 +33,7 @@ from ..modeling_recurrent_transformer import RecurrentTransformerForMaskedLM
 from .accelerator import check_mixed_precision
 from .arguments import DataArguments, ModelArguments, check_ranges
 from .build import build_config, build_datasets, build_tokenizer, check_model_settings
+from .checkpoints import cpu_share
 
 logger = logging.get_logger(__name__)
 
@@ -127,9 +129,9 @@ def pretrain_mlm(model_args, data_args, mlm_args: MLMArguments, training_args: T
         processing_class=tokenizer,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_args.mlm_probability),
     )
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     output = trainer.train()
-    train_seconds = time.perf_counter() - started
+    train_seconds, train_cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
     final_loss = masked_lm_loss(model, *evaluate)
     results = {
         "initial_eval_loss": initial_loss,
@@ -140,6 +142,10 @@ def pretrain_mlm(model_args, data_args, mlm_args: MLMArguments, training_args: T
         ],
         "global_step": trainer.state.global_step,
         "train_seconds": train_seconds,
+        # As run_info.json's: the share of its threads' time this process got (None off the CPU); under 0.8 it
+        # shared its cores, and its seconds say more about the load beside it than about the model.
+        "train_cpu_seconds": train_cpu_seconds,
+        "train_cpu_share": cpu_share(train_cpu_seconds, train_seconds, training_args.device.type),
         "num_parameters": sum(param.numel() for param in model.parameters()),
         "split_sizes": {name: len(split) for name, split in tokenized.items()},
     }
