@@ -5,6 +5,11 @@ import dataclasses
 import json
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -408,3 +413,43 @@ def test_a_preset_with_fewer_positions_than_max_length_is_cut_at_its_positions(t
         "max_length is 128)."
     )
     assert f"- {note}" in (output_dir / "results.md").read_text()
+
+
+STOPPED_COMPARISON = """
+import concurrent.futures, multiprocessing, sys, time
+from recurrent_transformer.experiments.workers import workers_stop_with_this_process
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("spawn")
+    with workers_stop_with_this_process(), concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as executor:
+        futures = [executor.submit(time.sleep, 120) for _ in range(2)]
+        while len(multiprocessing.active_children()) < 2:
+            time.sleep(0.1)
+        print(" ".join(str(child.pid) for child in multiprocessing.active_children()), flush=True)
+        concurrent.futures.wait(futures)
+"""
+
+
+def test_a_terminated_comparison_stops_its_worker_processes(tmp_path):
+    """`kill` of a --parallel_runs comparison also stops the runs in its workers, instead of leaving them to train
+    on with nobody to collect their scores (seen here: two orphaned 20 Newsgroups runs held both cores)."""
+    script = tmp_path / "stopped.py"
+    script.write_text(STOPPED_COMPARISON)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(workers) == 2
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers)
+
+
+def alive(pid: int) -> bool:
+    """Running, or stopped but not yet reaped by whoever inherited it (a zombie holds no CPU or memory)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status

@@ -4,12 +4,15 @@ job as plain data and imports this module like any other (a GPU has room for sev
 steps are too short to keep it busy alone; the scores are the same either way)."""
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -141,6 +144,27 @@ def pending_jobs(plan: Plan) -> tuple[list[tuple], dict]:
     return todo, prefixes
 
 
+@contextlib.contextmanager
+def workers_stop_with_this_process():
+    """While inside: a SIGTERM to this process (`kill`, a scheduler's stop) also stops its worker processes, then
+    exits. Without it the workers train on with no parent to collect their scores; Ctrl-C already reaches them, as
+    the terminal signals the whole process group. A stopped run has no metrics.json, so --resume trains it again."""
+
+    def stop(signum, frame):
+        for child in multiprocessing.active_children():
+            child.terminate()
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_models(compare_args, model_args, data_args, train_args, plan: Plan) -> None:
     """Every pending run: in this process one after another, or with --parallel_runs N in N worker processes
     (spawned: CUDA cannot be forked), taken in the same order."""
@@ -154,7 +178,10 @@ def run_models(compare_args, model_args, data_args, train_args, plan: Plan) -> N
     workers = min(compare_args.parallel_runs, len(todo))
     logger.info(f"{len(todo)} runs, {workers} at a time in worker processes")
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as executor:
+    with (
+        workers_stop_with_this_process(),
+        concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as executor,
+    ):
         futures = {executor.submit(run_payload, job_payload(*arguments, plan, job)): job for job in todo}
         try:
             for future in concurrent.futures.as_completed(futures):
