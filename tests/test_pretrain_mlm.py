@@ -2,6 +2,7 @@
 classifier (equal tensors, a fresh head), and train's --init_from fine-tunes from it."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -115,3 +116,24 @@ def test_output_folder_holding_another_run_is_left_alone(mlm_run, capsys):
     assert stopped.value.code == 2
     assert "already holds another run" in error_line(capsys)
     assert {name: (output_dir / name).read_bytes() for name in files_under(output_dir)} == before
+
+
+def test_the_mlm_loss_is_scored_longest_texts_first(mlm_run):
+    """The validation MLM loss reads length-sorted batches: few padded positions on long documents."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    from recurrent_transformer.training.mlm import masked_lm_loss
+
+    output_dir, _ = mlm_run
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    model = RecurrentTransformerForMaskedLM.from_pretrained(output_dir)
+    texts = [" ".join(["profit"] * (3 + (index * 7) % 40)) for index in range(24)]
+    dataset = datasets.Dataset.from_dict(dict(tokenizer(texts)))
+    widths = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]),
+                                           with_kwargs=True)  # fmt: skip
+    loss = masked_lm_loss(model, dataset, tokenizer, 0.5, batch_size=4)
+    hook.remove()
+    assert len(widths) == 6 and widths == sorted(widths, reverse=True) and widths[0] > widths[-1]
+    assert math.isfinite(loss)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import datasets
 import torch
-from torch.utils.data import DataLoader
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
 from transformers.utils import logging
 
@@ -34,6 +33,7 @@ from .accelerator import check_mixed_precision
 from .arguments import DataArguments, ModelArguments, check_ranges
 from .build import build_config, build_datasets, build_tokenizer, check_model_settings
 from .checkpoints import cpu_share
+from .sampling import scoring_loader
 
 logger = logging.get_logger(__name__)
 
@@ -71,14 +71,15 @@ def check_settings(model_args, data_args, mlm_args: MLMArguments, training_args:
 
 
 def masked_lm_loss(model, dataset, tokenizer, mlm_probability: float, batch_size: int) -> float:
-    """Mean loss over the masked tokens of `dataset` under one fixed, seeded masking."""
+    """Mean loss over the masked tokens of `dataset` under one fixed, seeded masking, in length-sorted batches (as
+    the classifier's scoring: in file order, long-document text pads nearly every batch to its longest row)."""
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, seed=MASKING_SEED)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collator):
+        for batch in scoring_loader(dataset, batch_size, collator):
             batch = {name: tensor.to(device) for name, tensor in batch.items()}
             masked = int((batch["labels"] != -100).sum())
             if masked:
