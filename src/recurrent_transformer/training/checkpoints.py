@@ -101,9 +101,7 @@ class TrainClock:
 
     def stop(self) -> None:
         if self.started is not None:
-            self.seconds += time.perf_counter() - self.started
-            if self.cpu_seconds is not None:
-                self.cpu_seconds += time.process_time() - self.cpu_started
+            self.seconds, self.cpu_seconds = self.elapsed(), self.elapsed_cpu()
             self.started = None
 
     def elapsed(self) -> float:
