@@ -447,7 +447,7 @@ def test_a_terminated_comparison_stops_its_worker_processes(tmp_path):
 
 
 def alive(pid: int) -> bool:
-    """Running, or stopped but not yet reaped by whoever inherited it (a zombie holds no CPU or memory)."""
+    """Whether `pid` still runs; a zombie (ended, not yet reaped by whoever inherited it) counts as ended."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:

@@ -4,13 +4,15 @@ classifier (equal tensors, a fresh head), and train's --init_from fine-tunes fro
 import json
 import math
 
+import datasets
 import pytest
 import torch
 from safetensors.torch import load_file
 from train_helpers import R8_TRAIN, REPO_ROOT, SMOKE, error_line, files_under, run_command
-from transformers import AutoModelForMaskedLM
+from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from recurrent_transformer import RecurrentTransformerForMaskedLM, RecurrentTransformerForSequenceClassification
+from recurrent_transformer.training.mlm import masked_lm_loss
 
 TINY_LSTM = REPO_ROOT / "configs" / "compare" / "presets" / "tiny-lstm.json"
 
@@ -120,11 +122,6 @@ def test_output_folder_holding_another_run_is_left_alone(mlm_run, capsys):
 
 def test_the_mlm_loss_is_scored_longest_texts_first(mlm_run):
     """The validation MLM loss reads length-sorted batches: few padded positions on long documents."""
-    import datasets
-    from transformers import AutoTokenizer
-
-    from recurrent_transformer.training.mlm import masked_lm_loss
-
     output_dir, _ = mlm_run
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     model = RecurrentTransformerForMaskedLM.from_pretrained(output_dir)
