@@ -25,6 +25,7 @@ from recurrent_transformer.modeling_recurrent_transformer import (
     mingru_terms,
     scan_rounds,
 )
+from recurrent_transformer.presets import available_presets, load_preset
 
 LENGTHS = (7, 4, 5)
 
@@ -73,6 +74,35 @@ def test_padding_is_exact(cell, layer_type, bidirectional, window, positions):
             for row, expected in enumerate(alone):
                 real = attention_mask[row].bool()
                 torch.testing.assert_close(batched[row, real], expected, atol=1e-5, rtol=1e-5, msg=f"{side} row {row}")
+
+
+@pytest.mark.parametrize("name", available_presets())
+def test_every_shipped_preset_shrunk_is_exact_under_padding(name):
+    """Each preset's own layout, cell and feed-forward choice (some have none) at test size: the grid above builds
+    one layer type at a time with a feed-forward sub-layer, a preset mixes them."""
+    shipped = load_preset(name)
+    config = load_preset(
+        name,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64 if shipped.intermediate_size else 0,
+        recurrent_hidden_size=32,
+        sliding_window=2 if shipped.sliding_window else None,
+        recurrent_window=3 if shipped.recurrent_window else None,
+        hidden_dropout_prob=0.0,
+        attention_dropout=0.0,
+    )
+    torch.manual_seed(0)
+    model = RecurrentTransformerModel(config).eval()
+    randomize_biases(model)
+    sequences = [torch.randint(1, config.vocab_size, (length,)) for length in LENGTHS]
+    with torch.no_grad():
+        alone = [model(seq[None]).last_hidden_state[0] for seq in sequences]
+        input_ids, attention_mask = padded_batch(sequences, "right" if config.bidirectional else "left")
+        batched = model(input_ids, attention_mask=attention_mask).last_hidden_state
+    for row, expected in enumerate(alone):
+        real = attention_mask[row].bool()
+        torch.testing.assert_close(batched[row, real], expected, atol=1e-5, rtol=1e-5, msg=f"{name} row {row}")
 
 
 def mingru_reference(mixer: RecurrentMixer, hidden_states, padding_mask):
