@@ -122,6 +122,29 @@ def test_presets_load_and_baselines_match_the_hybrid_in_parameters():
     assert set(load_preset("transformer-baseline").layer_types) == {"full_attention"}
 
 
+LONG_DOCUMENT_PRESETS = ("mingru-rrl", "mingru-rra", "gla-rrl", "lstm-rrrl", "lstm-rrra", "lstm-rrrl-noffn")
+
+
+@pytest.mark.parametrize("name", LONG_DOCUMENT_PRESETS)
+def test_long_document_presets_match_the_hybrid_in_parameters(name):
+    """The layouts where recurrence replaces attention are compared against the baselines at equal size."""
+    count = sum(
+        p.numel() for p in RecurrentTransformerForSequenceClassification(load_preset(name, num_labels=8)).parameters()
+    )
+    reference = sum(
+        p.numel()
+        for p in RecurrentTransformerForSequenceClassification(load_preset("hybrid-small", num_labels=8)).parameters()
+    )
+    assert abs(count / reference - 1) <= 0.05, (name, count, reference)
+
+
+def test_lstm_rrrl_noffn_is_three_lstm_layers_and_local_attention_without_feed_forward():
+    config = load_preset("lstm-rrrl-noffn")
+    assert config.layer_types == ["linear_attention"] * 3 + ["sliding_attention"]
+    assert config.intermediate_size == 0 and config.recurrent_cell == "lstm" and config.bidirectional
+    assert config.position_embedding_type == "none" and config.sliding_window == 128
+
+
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ValueError, match="hybrid-small"):
         load_preset("hybird-small")
