@@ -107,14 +107,18 @@ def test_saved_config_holds_the_full_auto_map(tmp_path):
     }
 
 
+def classifier_parameters(preset: str) -> int:
+    """Parameters of the preset as an 8-label sequence classifier (the README's preset table counts them so)."""
+    return sum(
+        p.numel() for p in RecurrentTransformerForSequenceClassification(load_preset(preset, num_labels=8)).parameters()
+    )
+
+
 def test_presets_load_and_baselines_match_the_hybrid_in_parameters():
     assert {"hybrid-small", "lstm-baseline", "transformer-baseline", "local-rnn", "mingru-hybrid", "tiny"} <= set(
         available_presets()
     )
-    counts = {}
-    for name in ("hybrid-small", "lstm-baseline", "transformer-baseline"):
-        model = RecurrentTransformerForSequenceClassification(load_preset(name, num_labels=8))
-        counts[name] = sum(p.numel() for p in model.parameters())
+    counts = {name: classifier_parameters(name) for name in ("hybrid-small", "lstm-baseline", "transformer-baseline")}
     for name in ("lstm-baseline", "transformer-baseline"):
         assert abs(counts[name] / counts["hybrid-small"] - 1) <= 0.05, counts
     lstm = load_preset("lstm-baseline")
@@ -128,13 +132,7 @@ LONG_DOCUMENT_PRESETS = ("mingru-rrl", "mingru-rra", "gla-rrl", "lstm-rrrl", "ls
 @pytest.mark.parametrize("name", LONG_DOCUMENT_PRESETS)
 def test_long_document_presets_match_the_hybrid_in_parameters(name):
     """The layouts where recurrence replaces attention are compared against the baselines at equal size."""
-    count = sum(
-        p.numel() for p in RecurrentTransformerForSequenceClassification(load_preset(name, num_labels=8)).parameters()
-    )
-    reference = sum(
-        p.numel()
-        for p in RecurrentTransformerForSequenceClassification(load_preset("hybrid-small", num_labels=8)).parameters()
-    )
+    count, reference = classifier_parameters(name), classifier_parameters("hybrid-small")
     assert abs(count / reference - 1) <= 0.05, (name, count, reference)
 
 

@@ -63,12 +63,16 @@ def test_padding_is_exact(cell, layer_type, bidirectional, window, positions):
         # A window of 2 keeps the 7-token rows longer than two windows: the encoder attends block by block.
         sliding_window=2 if layer_type in SLIDING else None,
     )
-    model = RecurrentTransformerModel(config).eval()
+    assert_padded_rows_equal_rows_alone(RecurrentTransformerModel(config).eval(), sides=("right", "left"))
+
+
+def assert_padded_rows_equal_rows_alone(model, sides):
+    """Rows of LENGTHS random tokens, each alone and in a batch padded on each side: equal real positions (1e-5)."""
     randomize_biases(model)
-    sequences = [torch.randint(1, config.vocab_size, (length,)) for length in LENGTHS]
+    sequences = [torch.randint(1, model.config.vocab_size, (length,)) for length in LENGTHS]
     with torch.no_grad():
         alone = [model(seq[None]).last_hidden_state[0] for seq in sequences]
-        for side in ("right", "left"):
+        for side in sides:
             input_ids, attention_mask = padded_batch(sequences, side)
             batched = model(input_ids, attention_mask=attention_mask).last_hidden_state
             for row, expected in enumerate(alone):
@@ -94,15 +98,7 @@ def test_every_shipped_preset_shrunk_is_exact_under_padding(name):
     )
     torch.manual_seed(0)
     model = RecurrentTransformerModel(config).eval()
-    randomize_biases(model)
-    sequences = [torch.randint(1, config.vocab_size, (length,)) for length in LENGTHS]
-    with torch.no_grad():
-        alone = [model(seq[None]).last_hidden_state[0] for seq in sequences]
-        input_ids, attention_mask = padded_batch(sequences, "right" if config.bidirectional else "left")
-        batched = model(input_ids, attention_mask=attention_mask).last_hidden_state
-    for row, expected in enumerate(alone):
-        real = attention_mask[row].bool()
-        torch.testing.assert_close(batched[row, real], expected, atol=1e-5, rtol=1e-5, msg=f"{name} row {row}")
+    assert_padded_rows_equal_rows_alone(model, sides=("right" if config.bidirectional else "left",))
 
 
 def mingru_reference(mixer: RecurrentMixer, hidden_states, padding_mask):
