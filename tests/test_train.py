@@ -23,7 +23,7 @@ from recurrent_transformer import RecurrentTransformerForSequenceClassification
 from recurrent_transformer.cli import UsageError, parse_arguments
 from recurrent_transformer.training import accelerator
 from recurrent_transformer.training.arguments import ARGUMENT_CLASSES
-from recurrent_transformer.training.build import parse_overrides
+from recurrent_transformer.training.build import BudgetSpent, build_scheduler, parse_overrides
 
 R8_LABELS = ["acq", "crude", "earn", "grain", "interest", "money-fx", "ship", "trade"]
 HEADLINE = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "f1_weighted")
@@ -178,6 +178,45 @@ def test_early_stopping_ends_the_run_after_patience_validations(tmp_path):
     )
     assert results["global_step"] == 6
     assert results["best_validation"]["step"] == 2
+
+
+def test_schedule_over_seconds_decays_with_the_budget_spent_and_warms_up_in_steps():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    spent = BudgetSpent(100.0)
+    schedules = {kind: build_scheduler(optimizer, kind, 2, 10, 1, spent=spent) for kind in ("linear", "cosine")}
+    seen = {kind: [] for kind in schedules}
+    for seconds in (10.0, 10.0, 25.0, 50.0, 100.0, 250.0):  # steps 1-6; past the budget the share stays 1
+        spent.seconds = seconds
+        optimizer.step()
+        for kind, schedule in schedules.items():
+            schedule.step()
+            seen[kind].append(schedule.get_last_lr()[0])
+    assert seen["linear"] == pytest.approx([0.5 * 0.9, 0.9, 0.75, 0.5, 0.0, 0.0])
+    cosine = [0.5 * (1 + math.cos(math.pi * share)) for share in (0.1, 0.1, 0.25, 0.5, 1.0, 1.0)]
+    assert seen["cosine"] == pytest.approx([0.5 * cosine[0], *cosine[1:]])
+
+
+def test_learning_rate_decays_over_the_time_budget_across_a_resume(tmp_path):
+    """--lr_schedule_by seconds: after warm-up, the rate of each step is the peak times 1 - the share of the budget
+    spent when the step before it ended (between its logged seconds and this step's). The resumed part continues
+    from the checkpoint's clock: a resume that restarted the clock would give the peak again."""
+    budget, peak = 6.0, 1e-3
+    argv = [
+        SMOKE, "--output_dir", tmp_path / "run", "--max_steps", 100_000, "--max_train_seconds", budget,
+        *("--lr_schedule_by", "seconds", "--lr_scheduler_type", "linear", "--warmup_steps", 2),
+        *("--learning_rate", peak, "--eval_steps", 100_000, "--disable_tqdm"),
+    ]  # fmt: skip
+    run_command("train", [*argv, "--stop_after_step", 10])
+    run_command("train", [*argv, "--resume"])
+    assert json.loads((tmp_path / "run" / "run_info.json").read_text())["stopped_by"] == "max_train_seconds"
+    history = json.loads((tmp_path / "run" / "loss_history.json").read_text())
+    steps = [entry["step"] for entry in history]
+    assert steps == list(range(1, len(history) + 1)) and len(history) > 12
+    for before, entry in zip(history[1:], history[2:], strict=False):  # from step 3, after the warm-up
+        upper = peak * (1 - before["train_seconds"] / budget)
+        lower = peak * max(0.0, 1 - entry["train_seconds"] / budget)
+        assert lower - 1e-8 <= entry["learning_rate"] <= upper + 1e-8, (entry, before)
+    assert history[-1]["learning_rate"] < 0.25 * peak  # the run ends where the budget does
 
 
 def test_bf16_mixed_precision_runs_on_request(tmp_path):

@@ -167,9 +167,15 @@ def test_evaluate_script_refuses_unknown_labels(tmp_path, capsys):
         ),
         (["--learnng_rate", "1e-3"], "unknown argument '--learnng_rate' (did you mean '--learning_rate'?)"),
         (["--model_config", "missing.json"], "model config file 'missing.json' does not exist"),
+        (["--lr_schedule_by", "seconds"], "lr_schedule_by='seconds' decays over the time budget: set max_train_seconds"),
+        (
+            ["--lr_schedule_by", "seconds", "--max_train_seconds", "60"],
+            "lr_schedule_by='seconds' counts the warm-up in steps: set warmup_steps",
+        ),
     ],
     ids=["negative-lr", "batch-0", "accumulation-0", "warmup-ratio", "max-steps-0", "validation-split",
-         "max-length-over-positions", "mistyped-flag", "missing-config-file"],
+         "max-length-over-positions", "mistyped-flag", "missing-config-file", "schedule-by-seconds-without-budget",
+         "schedule-by-seconds-with-warmup-ratio"],
 )  # fmt: skip
 def test_bad_settings_are_refused_before_anything_is_written(tmp_path, capsys, argv, message):
     output_dir = tmp_path / "out"

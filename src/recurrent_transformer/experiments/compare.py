@@ -30,7 +30,7 @@ or with `--parallel_runs N` in N worker processes at once (`experiments.workers`
    `--allow_parameter_mismatch`, run with a warning and a "(!)" in the table.
 4. Each preset trains once per seed under the same budget: `--max_steps` (or `--num_train_epochs`), and
    optionally `--max_train_seconds`, counted over training steps only, validation excluded (the learning-rate
-   schedule still spans max_steps: set it to about what fits, or use constant_with_warmup). With `--pretrain_steps
+   schedule spans max_steps, or with `--lr_schedule_by seconds` the time budget). With `--pretrain_steps
    N`, each preset in `--pretrain_presets` (default: all) is also pre-trained as a masked LM for N steps on the
    training text (`pretrain-mlm`, per seed) and fine-tuned from it: the "+MLM" rows.
 5. TF-IDF + LinearSVC (word 1-2 grams, character 1-3 grams for CJK text), C chosen on validation.

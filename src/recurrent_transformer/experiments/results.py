@@ -110,6 +110,8 @@ def notes(rows: list[Row], plan: Plan, data, train_args, compare_args, counts, o
     )
     if train_args.max_train_seconds > 0:
         budget += f", at most {train_args.max_train_seconds:g} s of training per run"
+        if train_args.lr_schedule_by == "seconds":
+            budget += f" ({train_args.lr_scheduler_type} learning-rate decay over those seconds)"
     tolerance = f"{100 * compare_args.parameter_tolerance:g} %"
     lines = [
         f"Scores in % on the {split} split ({sizes} rows; validation cut from train with split seed "

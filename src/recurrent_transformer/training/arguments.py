@@ -9,6 +9,7 @@ from ..data import TOKENIZER_ALGORITHMS
 from ..metrics import METRIC_BACKENDS, SELECTION_METRICS
 
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
+SCHEDULE_CLOCKS = ("steps", "seconds")  # what the decay after warm-up runs over
 RECURRENT_CELLS = tuple(CELL_STATES)  # the config's cells
 
 
@@ -119,6 +120,14 @@ class TrainArguments:
     adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm; 0 turns clipping off"})
     lr_scheduler_type: str = field(default="linear", metadata={"help": f"decay after warm-up: one of {SCHEDULERS}"})
+    lr_schedule_by: str = field(
+        default="steps",
+        metadata={
+            "help": "what the decay runs over: 'steps' (to max_steps) or 'seconds' (to max_train_seconds: under a "
+            "time budget the rate then reaches its end when the budget does, wherever that step falls; warm-up "
+            "stays in steps)"
+        },
+    )
     warmup_ratio: float = field(default=0.1, metadata={"help": "share of the steps spent warming up"})
     warmup_steps: int = field(default=0, metadata={"help": "warm-up steps; > 0 wins over warmup_ratio"})
     bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (refused where unsupported)"})
@@ -184,6 +193,7 @@ def check_choices(model_args: ModelArguments, train_args: TrainArguments) -> Non
     choices = {
         "tokenizer_algorithm": (model_args.tokenizer_algorithm, TOKENIZER_ALGORITHMS),
         "lr_scheduler_type": (train_args.lr_scheduler_type, SCHEDULERS),
+        "lr_schedule_by": (train_args.lr_schedule_by, SCHEDULE_CLOCKS),
         "metric_for_best_model": (train_args.metric_for_best_model, SELECTION_METRICS),
         "metrics_backend": (train_args.metrics_backend, METRIC_BACKENDS),
         "report_to": (train_args.report_to, ("tensorboard", "none")),
@@ -193,6 +203,13 @@ def check_choices(model_args: ModelArguments, train_args: TrainArguments) -> Non
             raise UsageError(f"{name}={value!r} is not one of {allowed}")
     if train_args.max_steps <= 0 and train_args.num_train_epochs <= 0:
         raise UsageError("set max_steps or num_train_epochs above 0")
+    if train_args.lr_schedule_by == "seconds" and train_args.max_train_seconds <= 0:
+        raise UsageError("lr_schedule_by='seconds' decays over the time budget: set max_train_seconds above 0")
+    if train_args.lr_schedule_by == "seconds" and train_args.warmup_ratio > 0 and train_args.warmup_steps == 0:
+        raise UsageError(
+            "lr_schedule_by='seconds' counts the warm-up in steps: set warmup_steps (warmup_ratio is a share of "
+            "max_steps, which the time budget ends before), or warmup_ratio=0 for none"
+        )
     if train_args.allow_changed_settings and not train_args.resume:
         raise UsageError("--allow_changed_settings only applies with --resume")
     if model_args.init_from is None and (train_args.freeze_pretrained_steps or train_args.new_layers_learning_rate):

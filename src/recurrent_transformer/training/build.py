@@ -8,6 +8,7 @@ from the pretrained function."""
 
 import functools
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -281,19 +282,64 @@ def build_optimizer(
     return torch.optim.AdamW(param_groups, lr=learning_rate, betas=betas, eps=eps)
 
 
-def build_scheduler(optimizer, kind: str, warmup_steps: int, max_steps: int, num_processes: int, frozen_steps: int = 0):
+class BudgetSpent:
+    """The share of the time budget spent, as the loop last agreed on it across processes (it sets `seconds` from the
+    slowest process's training clock after each optimizer step, and from the checkpoint on resume): what a schedule
+    with lr_schedule_by='seconds' decays over. Every process reads the same value, so their learning rates agree."""
+
+    def __init__(self, budget_seconds: float):
+        self.budget_seconds, self.seconds = budget_seconds, 0.0
+
+    def __call__(self) -> float:
+        return min(self.seconds / self.budget_seconds, 1.0)
+
+
+# The decay of transformers' schedules of the same names, as a function of the share of the budget spent.
+TIME_DECAYS = {
+    "linear": lambda spent: 1.0 - spent,
+    "cosine": lambda spent: 0.5 * (1.0 + math.cos(math.pi * spent)),
+    "constant_with_warmup": lambda spent: 1.0,
+}
+
+
+def time_schedule(kind: str, warmup_steps: int, spent: BudgetSpent):
+    """The learning-rate factor of a schedule that decays over training seconds: the linear warm-up over steps times
+    the decay of the budget's spent share (so a warm-up that ends at 3 % of the budget peaks at 0.97 on linear)."""
+    decay = TIME_DECAYS[kind]
+
+    def factor(step: int) -> float:
+        return min(1.0, step / warmup_steps if warmup_steps else 1.0) * decay(spent())
+
+    return factor
+
+
+def build_scheduler(
+    optimizer,
+    kind: str,
+    warmup_steps: int,
+    max_steps: int,
+    num_processes: int,
+    frozen_steps: int = 0,
+    spent: BudgetSpent | None = None,
+):
     """transformers' schedule; a prepared scheduler steps once per process at each optimizer step, so its lengths
-    count all processes. With `frozen_steps`, the groups marked `provided` keep a learning rate of 0 (AdamW then
-    changes neither their values nor, through weight decay, their size) for that many optimizer steps."""
-    schedule = get_scheduler(
-        kind,
-        optimizer=optimizer,
-        num_warmup_steps=warmup_steps * num_processes,
-        num_training_steps=max_steps * num_processes,
-    )
+    count all processes. With `spent`, the decay runs over the time budget instead of max_steps (`time_schedule`).
+    With `frozen_steps`, the groups marked `provided` keep a learning rate of 0 (AdamW then changes neither their
+    values nor, through weight decay, their size) for that many optimizer steps."""
+    if spent is not None:
+        factor = time_schedule(kind, warmup_steps * num_processes, spent)
+        schedule = LambdaLR(optimizer, factor)
+    else:
+        schedule = get_scheduler(
+            kind,
+            optimizer=optimizer,
+            num_warmup_steps=warmup_steps * num_processes,
+            num_training_steps=max_steps * num_processes,
+        )
+        factor = schedule.lr_lambdas[0]
     if frozen_steps <= 0:
         return schedule
-    factor, until = schedule.lr_lambdas[0], frozen_steps * num_processes
+    until = frozen_steps * num_processes
 
     def held(step: int) -> float:
         return 0.0 if step < until else factor(step)

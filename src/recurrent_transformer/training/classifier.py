@@ -14,7 +14,7 @@ processes times `--gradient_accumulation_steps`. The output folder (see `trainin
 there is no test data), confusion_matrix.png, train_args.json, run_info.json (training time, tokens/s, the padding
 share of the training batches, data fingerprints), eval_history.json, loss_history.json, checkpoints/ and logs/.
 `--init_from` starts the body from a saved folder (pretrain-mlm writes one) with a fresh head; `--max_train_seconds`
-stops on a time budget; `--split_seed` keeps the data split fixed while `--seed` varies; `--group_by_length` trains
+stops on a time budget (with `--lr_schedule_by seconds` the learning rate decays over it); `--split_seed` keeps the data split fixed while `--seed` varies; `--group_by_length` trains
 on batches of texts of similar length (less padding on long documents). Every check runs before anything is
 written.
 """

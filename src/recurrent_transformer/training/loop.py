@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..data import LabelledData, make_collator, tokenize_splits
 from ..files import write_json
 from ..metrics import classification_metrics
-from .build import build_model, build_optimizer, build_scheduler
+from .build import BudgetSpent, build_model, build_optimizer, build_scheduler
 from .checkpoints import (
     BEST_DIR,
     CHECKPOINT_DIR,
@@ -68,6 +68,7 @@ class TrainingRun:
     last_evaluated: int | None = None
     progress: object = None
     conversion: dict | None = None  # what a BERT-family init_from's conversion did (conversion.json)
+    budget_spent: BudgetSpent | None = None  # with lr_schedule_by='seconds': what the schedule decays over
 
     @property
     def best_dir(self) -> Path:
@@ -137,6 +138,7 @@ def prepare_run(model_args, train_args, accelerator: Accelerator, data: Labelled
         new_learning_rate=train_args.new_layers_learning_rate,
     )
     lengths = schedule_lengths(len(tokenized["train"]), train_args, accelerator.num_processes)
+    spent = BudgetSpent(train_args.max_train_seconds) if train_args.lr_schedule_by == "seconds" else None
     scheduler = build_scheduler(
         optimizer,
         train_args.lr_scheduler_type,
@@ -144,6 +146,7 @@ def prepare_run(model_args, train_args, accelerator: Accelerator, data: Labelled
         lengths["max_steps"],
         accelerator.num_processes,
         frozen_steps=train_args.freeze_pretrained_steps,
+        spent=spent,
     )
     names = list(loaders)
     prepared = accelerator.prepare(model, optimizer, scheduler, *loaders.values())
@@ -157,6 +160,7 @@ def prepare_run(model_args, train_args, accelerator: Accelerator, data: Labelled
         positions_seen=torch.zeros((), dtype=torch.long, device=accelerator.device),
         running_loss=torch.zeros((), device=accelerator.device),
         conversion=conversion,
+        budget_spent=spent,
     )  # fmt: skip
 
 
@@ -168,6 +172,8 @@ def restore(run: TrainingRun, checkpoint: Path) -> None:
         saved = json.loads((checkpoint / CLOCK_FILE).read_text())
         run.clock.seconds = saved["train_seconds"]
         run.clock.cpu_seconds = saved.get("train_cpu_seconds")  # None: a checkpoint from before CPU time was counted
+        if run.budget_spent is not None:
+            run.budget_spent.seconds = run.clock.seconds
         if run.is_main:
             run.tokens_seen += saved["train_tokens"]
             # A checkpoint written before positions were counted: its part counts as unpadded.
@@ -264,12 +270,16 @@ def save_checkpoint(run: TrainingRun) -> None:
 
 
 def out_of_time(run: TrainingRun) -> bool:
-    """The time budget is spent on some process (all of them stop together)."""
+    """The time budget is spent on some process (all of them stop together). The slowest clock also sets what a
+    schedule over seconds has spent, the same on every process."""
     budget = run.train_args.max_train_seconds
     if budget <= 0:
         return False
-    spent = torch.tensor(float(run.clock.elapsed() >= budget), device=run.accelerator.device)
-    return run.accelerator.reduce(spent, reduction="sum").item() > 0
+    elapsed = torch.tensor([run.clock.elapsed()], device=run.accelerator.device)
+    slowest = run.accelerator.gather(elapsed).max().item()
+    if run.budget_spent is not None:
+        run.budget_spent.seconds = slowest
+    return slowest >= budget
 
 
 def epoch_batches(run: TrainingRun, epoch: int):
