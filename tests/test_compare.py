@@ -21,6 +21,7 @@ from recurrent_transformer.experiments.baseline import svm_analyzer_for, tfidf_s
 from recurrent_transformer.experiments.plan import ARGUMENT_CLASSES, check_parameters, check_settings
 from recurrent_transformer.experiments.report import HEADLINE
 from recurrent_transformer.experiments.resume import mlm_work_finished
+from recurrent_transformer.files import write_json
 from recurrent_transformer.training.build import build_datasets, build_tokenizer
 
 SMOKE = str(REPO_ROOT / "configs" / "compare" / "smoke.yaml")
@@ -195,6 +196,40 @@ def test_summary_of_comparisons_equals_their_results(comparison, tmp_path, capsy
             run_command("compare-summary", argv)
         assert stopped.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_summary_sets_a_new_comparison_beside_an_earlier_summary(comparison, tmp_path, capsys):
+    """A comparison of a new preset (a folder of the same name) and an earlier summary's .json share each data set's
+    line: the new folder's first preset is the line's reference, the other models keep the earlier scores, and the
+    .json says where each model's scores come from. The same data set on another split is refused."""
+    output_dir, results = comparison
+    earlier = run_command("compare-summary", [output_dir, "--output", tmp_path / "earlier.png"])
+    new = tmp_path / "new" / output_dir.name
+    new.mkdir(parents=True)
+    (row,) = [json.loads(json.dumps(row)) for row in results["rows"] if row["label"] == "tiny-lstm"]  # as if new
+    row["label"] = "tiny-new"
+    write_json(new / "results.json", results | {"rows": [row]})
+    png = tmp_path / "merged.png"
+    merged = run_command("compare-summary", [new, tmp_path / "earlier.json", "--output", png])
+    assert merged["models"] == ["tiny-new", *LABELS]
+    (line,) = merged["data_sets"]
+    assert (
+        line["reference"] == "tiny-new" and line["scores"]["tiny-new"] == earlier["data_sets"][0]["scores"]["tiny-lstm"]
+    )
+    assert {label: line["scores"][label] for label in LABELS} == earlier["data_sets"][0]["scores"]
+    assert line["sources"] == {"tiny-new": str(new), **{label: str(output_dir) for label in LABELS}}
+    # tiny-new has tiny-lstm's scores: it does not beat tiny-lstm, whatever the numbers.
+    assert line["beats"] is False and table_rows(png.with_suffix(".md").read_text())[f"{new.name} (test)"][-1] == "no"
+    write_json(new / "results.json", results | {"rows": [row], "split": "validation"})
+    with pytest.raises(SystemExit):
+        run_command("compare-summary", [new, tmp_path / "earlier.json", "--output", png])
+    assert "earlier.json has data set 'out' on its test split, an earlier source on its validation split" in (
+        capsys.readouterr().err
+    )
+    (tmp_path / "bad.json").write_text('{"models": []}')
+    with pytest.raises(SystemExit):
+        run_command("compare-summary", [tmp_path / "bad.json", "--output", png])
+    assert "is not a summary written by" in capsys.readouterr().err
 
 
 def test_resume_may_change_the_seeds_on_the_same_split(comparison, tmp_path, capsys):

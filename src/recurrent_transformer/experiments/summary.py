@@ -3,13 +3,17 @@ score on every data set.
 
     recurrent-transformer compare-summary runs/compare/r8 runs/compare/trec runs/compare/sst2 \
         runs/compare/thucnews --output docs/comparison.png
+    recurrent-transformer compare-summary runs/compare/new/trec docs/comparison.json --output docs/comparison.png
 
-Each argument is an output folder of `recurrent-transformer compare`; its results.json holds each model's mean and std over seeds.
-The table (printed, and written as .md beside the plot, with .json) has one line per data set (the folder's name)
-and one column per model: accuracy, then macro F1, in % as mean ± std; a last column says whether the first preset
-(the hybrid; '+MLM' rows aside) beat every other neural model on mean accuracy. The plot shows the accuracies as
-grouped bars with the std as error bars. Bad input (a missing folder or results.json) prints one `error:` line
-and exits with status 2.
+Each argument is an output folder of `recurrent-transformer compare` (its results.json holds each model's mean and
+std over seeds), or the .json an earlier summary wrote. The table (printed, and written as .md beside the plot,
+with .json) has one line per data set (the folder's name) and one column per model: accuracy, then macro F1, in % as
+mean ± std. Sources that name the same data set (on the same split) share its line: a model takes its scores from
+the first source that has it, so a comparison of new presets can be set beside an earlier summary's models (the
+.json records each model's folder under "sources"). A last column says whether the line's first preset (that of
+its first source; '+MLM' rows aside) beat every other neural model on mean accuracy. The plot shows the accuracies
+as grouped bars with the std as error bars. Bad input (a missing folder or results.json, a data set on two
+different splits) prints one `error:` line and exits with status 2.
 """
 
 import json
@@ -21,6 +25,7 @@ from .baseline import SVM_LABEL
 from .report import MLM_SUFFIX, format_score
 
 RESULTS_FILE = "results.json"  # the comparison writes it
+SCORE_KEYS = ("accuracy", "f1_macro", "runs")
 
 
 def read_results(folder: Path) -> dict:
@@ -45,24 +50,74 @@ def read_results(folder: Path) -> dict:
     return results
 
 
+def read_summary(path: Path) -> dict[str, dict]:
+    """The lines of an earlier summary's .json, by data set."""
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{path} is not valid JSON ({error})") from error
+    lines = summary.get("data_sets") if isinstance(summary, dict) else None
+    if (
+        not isinstance(lines, list)
+        or not lines
+        or any(not {"data", "split", "reference", "scores"} <= set(line) for line in lines)
+        or any(key not in score for line in lines for score in line["scores"].values() for key in SCORE_KEYS)
+    ):
+        raise UsageError(
+            f"{path} is not a summary written by `recurrent-transformer compare-summary` (data_sets with scores)"
+        )
+    return {line["data"]: line for line in lines}
+
+
+def comparison_line(results: dict) -> dict:
+    """A comparison's results.json as one summary line: scores by model, the first row its reference."""
+    scores = {
+        row["label"]: {key: row["summary"][key] for key in ("accuracy", "f1_macro")} | {"runs": len(row["runs"])}
+        for row in results["rows"]
+    }
+    return {"split": results["split"], "reference": results["rows"][0]["label"], "scores": scores}
+
+
+def source_of(line: dict, model: str, path: Path) -> str:
+    """Where a model's scores come from: its comparison folder (an earlier summary passes on what it recorded)."""
+    return line.get("sources", {}).get(model, str(path))
+
+
+def read_sources(paths: list[Path]) -> dict[str, dict]:
+    """Every source's lines merged by data set: the first source of a data set sets its split and reference; a model
+    takes its scores from the first source that has it."""
+    merged: dict[str, dict] = {}
+    for path in paths:
+        is_summary = path.suffix.lower() == ".json" and path.is_file()
+        found = read_summary(path) if is_summary else {path.name: comparison_line(read_results(path))}
+        for name, line in found.items():
+            if name not in merged:
+                merged[name] = {"split": line["split"], "reference": line["reference"], "scores": {}, "sources": {}}
+            elif merged[name]["split"] != line["split"]:
+                raise UsageError(
+                    f"{path} has data set {name!r} on its {line['split']} split, an earlier source on its "
+                    f"{merged[name]['split']} split: one line cannot hold both"
+                )
+            for model, score in line["scores"].items():
+                if model not in merged[name]["scores"]:
+                    merged[name]["scores"][model] = score
+                    merged[name]["sources"][model] = source_of(line, model, path)
+    return merged
+
+
 def summarize(comparisons: dict[str, dict]) -> tuple[list[str], list[dict]]:
     """The models (in first-seen order) and one line per data set: scores by model, and whether the reference
-    preset (first row) beat the other neural models on mean accuracy."""
+    preset beat the other neural models on mean accuracy."""
     models: list[str] = []
     lines = []
-    for name, results in comparisons.items():
-        scores = {}
-        for row in results["rows"]:
-            if row["label"] not in models:
-                models.append(row["label"])
-            scores[row["label"]] = {key: row["summary"][key] for key in ("accuracy", "f1_macro")} | {
-                "runs": len(row["runs"])
-            }
-        reference = results["rows"][0]["label"]
+    for name, line in comparisons.items():
+        scores, reference = line["scores"], line["reference"]
+        models.extend(label for label in scores if label not in models)
         rivals = [label for label in scores if label not in (reference, SVM_LABEL) and not label.endswith(MLM_SUFFIX)]
         beats = all(scores[reference]["accuracy"]["mean"] > scores[label]["accuracy"]["mean"] for label in rivals)
         lines.append(
-            {"data": name, "split": results["split"], "reference": reference, "scores": scores, "beats": beats}
+            {"data": name, "split": line["split"], "reference": reference, "scores": scores, "beats": beats}
+            | {"sources": line["sources"]}
         )
     # As compare.py orders its rows: each '+MLM' row after its preset, the classical baseline last.
     first_seen = {label: index for index, label in enumerate(models)}
@@ -117,13 +172,10 @@ def plot(models: list[str], lines: list[dict], path: Path) -> None:
 
 
 def summarize_folders(folders: list[str], output: str) -> dict:
-    comparisons = {Path(folder).name: read_results(Path(folder)) for folder in folders}
-    if len(comparisons) != len(folders):
-        raise UsageError(f"the folders {folders} share a name: the table could not tell them apart")
-    models, lines = summarize(comparisons)
     path = Path(output)
     if path.suffix.lower() != ".png":
         raise UsageError(f"--output {output!r} must end in .png (the table goes beside it as .md and .json)")
+    models, lines = summarize(read_sources([Path(folder) for folder in folders]))
     path.parent.mkdir(parents=True, exist_ok=True)
     text = markdown(models, lines)
     plot(models, lines, path)
@@ -137,7 +189,9 @@ def summarize_folders(folders: list[str], output: str) -> dict:
 def run(argv: list[str]) -> dict:
     parser = PositionalParser(prog="recurrent-transformer compare-summary", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "folders", nargs="+", help="output folders of `recurrent-transformer compare`, one per data set"
+        "folders",
+        nargs="+",
+        help="output folders of `recurrent-transformer compare` (one per data set), or an earlier summary's .json",
     )
     parser.add_argument("--output", required=True, help="the plot (.png); the table is written beside it")
     args = parser.parse_args(argv)
