@@ -123,3 +123,17 @@ def test_two_cpu_processes_match_one_with_length_grouped_batches(tokenizer_dir, 
     # The grouping changed the batches: other weights than the shuffled single-process run's.
     with pytest.raises(AssertionError):
         assert_same_weights(output_dir, single_process[0], atol=1e-5)
+
+
+def test_two_cpu_processes_stop_on_the_time_budget_with_one_schedule(tokenizer_dir, tmp_path):
+    """--max_train_seconds with --lr_schedule_by seconds in 2 processes: they agree on the seconds spent (the most
+    any of them counted) after each step, so both stop at the same step, and the rate has decayed over the budget."""
+    output_dir, budget = tmp_path / "run", 4.0
+    timed = ["--max_steps", 100_000, "--max_train_seconds", budget, "--lr_schedule_by", "seconds"]
+    launch(*LAUNCHERS["flags"], [*common_args(tokenizer_dir, output_dir), *timed, "--eval_steps", 100_000])
+
+    run_info = json.loads((output_dir / "run_info.json").read_text())
+    assert run_info["num_processes"] == 2 and run_info["stopped_by"] == "max_train_seconds"
+    assert budget <= run_info["train_seconds"] and run_info["global_step"] > 6
+    history = json.loads((output_dir / "loss_history.json").read_text())
+    assert history[-1]["learning_rate"] < 0.5 * history[2]["learning_rate"]

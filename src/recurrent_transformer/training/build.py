@@ -283,9 +283,10 @@ def build_optimizer(
 
 
 class BudgetSpent:
-    """The share of the time budget spent, as the loop last agreed on it across processes (it sets `seconds` from the
-    slowest process's training clock after each optimizer step, and from the checkpoint on resume): what a schedule
-    with lr_schedule_by='seconds' decays over. Every process reads the same value, so their learning rates agree."""
+    """The share of the time budget spent, as the loop last agreed on it across processes (it sets `seconds` to the
+    most training seconds any process counted, after each optimizer step, and to the checkpoint's on resume): what a
+    schedule with lr_schedule_by='seconds' decays over. Every process reads the same value, so their learning rates
+    agree."""
 
     def __init__(self, budget_seconds: float):
         self.budget_seconds, self.seconds = budget_seconds, 0.0

@@ -270,16 +270,16 @@ def save_checkpoint(run: TrainingRun) -> None:
 
 
 def out_of_time(run: TrainingRun) -> bool:
-    """The time budget is spent on some process (all of them stop together). The slowest clock also sets what a
-    schedule over seconds has spent, the same on every process."""
+    """The time budget is spent on some process (all of them stop together). The most seconds any process counted
+    also set what a schedule over seconds has spent, the same on every process."""
     budget = run.train_args.max_train_seconds
     if budget <= 0:
         return False
     elapsed = torch.tensor([run.clock.elapsed()], device=run.accelerator.device)
-    slowest = run.accelerator.gather(elapsed).max().item()
+    most = run.accelerator.gather(elapsed).max().item()
     if run.budget_spent is not None:
-        run.budget_spent.seconds = slowest
-    return slowest >= budget
+        run.budget_spent.seconds = most
+    return most >= budget
 
 
 def epoch_batches(run: TrainingRun, epoch: int):
