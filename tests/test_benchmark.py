@@ -57,6 +57,19 @@ def test_preset_with_feed_forward_is_compared_with_its_own_shape():
     assert note == ""
 
 
+def test_activation_checkpointing_lowers_our_training_peak_only():
+    """The same tiny run with and without --activation_checkpointing: our model's training peak falls (its layers'
+    activations are recomputed in the backward pass), the reference's stays, and the row says which model did it."""
+    longer = [*TINY_RUN, "--batch_size", "8", "--seq_len", "256"]
+    [plain] = benchmark.main(longer)["rows"]
+    [checkpointed] = benchmark.main([*longer, "--activation_checkpointing"])["rows"]
+    assert checkpointed["train_peak_mib"] < 0.8 * plain["train_peak_mib"]
+    assert checkpointed["ref_train_peak_mib"] == pytest.approx(plain["ref_train_peak_mib"], rel=0.05)
+    assert (
+        checkpointed["reference"] == plain["reference"] + "; ours with activation checkpointing, the reference without"
+    )
+
+
 def test_compile_adds_speedup_columns():
     args = benchmark.parse_args(["--compile"])
 

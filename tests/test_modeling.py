@@ -256,7 +256,7 @@ def test_eager_and_sdpa_agree():
         torch.testing.assert_close(actual[real], expected[real], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "mingru"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_activation_checkpointing_gives_same_gradients(cell):
     torch.manual_seed(0)
     config = tiny_config(recurrent_cell=cell, num_labels=3)

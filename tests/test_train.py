@@ -17,10 +17,11 @@ from train_helpers import (
     error_line,
     run_command,
 )
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, modeling_utils
 
 from recurrent_transformer import RecurrentTransformerForSequenceClassification
 from recurrent_transformer.cli import UsageError, parse_arguments
+from recurrent_transformer.presets import load_preset
 from recurrent_transformer.training import accelerator
 from recurrent_transformer.training.arguments import ARGUMENT_CLASSES
 from recurrent_transformer.training.build import BudgetSpent, build_scheduler, parse_overrides
@@ -217,6 +218,27 @@ def test_learning_rate_decays_over_the_time_budget_across_a_resume(tmp_path):
         lower = peak * max(0.0, 1 - entry["train_seconds"] / budget)
         assert lower - 1e-8 <= entry["learning_rate"] <= upper + 1e-8, (entry, before)
     assert history[-1]["learning_rate"] < 0.25 * peak  # the run ends where the budget does
+
+
+def test_activation_checkpointing_trains_to_the_same_weights(tmp_path, monkeypatch):
+    """--activation_checkpointing recomputes each layer's forward in the backward pass, dropout masks included (torch
+    restores the RNG state): the same steps give the same weights, with every layer checkpointed at every step."""
+    argv = [SMOKE, "--disable_tqdm", "--load_best_model_at_end", "false", "--max_steps", 3]
+    run_command("train", [*argv, "--output_dir", tmp_path / "plain"])
+    calls = []
+
+    def counted(function, *args, **kwargs):
+        calls.append(function)
+        return torch.utils.checkpoint.checkpoint(function, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_utils, "checkpoint", counted)  # what activation_checkpointing_enable wraps
+    # The first run's tokenizer: training one is not reproducible (huggingface/tokenizers#1794).
+    checkpointed = ["--output_dir", tmp_path / "checkpointed", "--tokenizer_name", tmp_path / "plain"]
+    run_command("train", [*argv, *checkpointed, "--activation_checkpointing"])
+    assert len(calls) == 3 * load_preset("tiny").num_hidden_layers  # 3 steps; validation runs without
+    assert_same_weights(tmp_path / "checkpointed", tmp_path / "plain", atol=1e-6)
+    with pytest.raises(AssertionError):  # the weights moved: not two untouched initialisations
+        assert_same_weights(tmp_path / "plain", tmp_path / "plain" / "checkpoints" / "step-0000002", atol=1e-6)
 
 
 def test_bf16_mixed_precision_runs_on_request(tmp_path):

@@ -9,6 +9,7 @@ model runs `--steps` steps (the order alternates from round to round); a through
     recurrent-transformer benchmark --presets hybrid-small lstm-baseline --rounds 7
     recurrent-transformer benchmark --bf16                           # torch.autocast(cpu, bfloat16) for both models
     recurrent-transformer benchmark --compile                        # adds torch.compile(our model) and its speed-up
+    recurrent-transformer benchmark --activation_checkpointing       # our model recomputes activations in backward
     recurrent-transformer benchmark --causal                         # bidirectional=False ForCausalLM vs LlamaForCausalLM
     recurrent-transformer benchmark --threads 2 --output runs/benchmark   # writes runs/benchmark.md and .json
     recurrent-transformer benchmark --generation --threads 1         # batch-1 greedy decoding latency vs Llama
@@ -172,6 +173,13 @@ class BenchmarkArguments:
     )
     bf16: bool = field(default=False, metadata={"help": "Run forward and loss under torch.autocast(cpu, bfloat16)."})
     compile: bool = field(default=False, metadata={"help": "Also time torch.compile(our model); report speed-up."})
+    activation_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "Train our model with activation checkpointing (each layer's activations recomputed in the "
+            "backward pass: less memory, more time); the reference trains without."
+        },
+    )
     profile: bool = field(
         default=False, metadata={"help": "Profile our training step: the minGRU scan's share and the top operators."}
     )
@@ -636,6 +644,9 @@ def build_contenders(preset: str, args: BenchmarkArguments) -> tuple[list[Conten
     ours_model = build_ours(preset, args)
     torch.manual_seed(args.seed)
     reference_model, reference_label = build_reference(ours_model.config, args)
+    if args.activation_checkpointing:
+        ours_model.activation_checkpointing_enable()
+        reference_label += "; ours with activation checkpointing, the reference without"
     contenders = [make_contender("ours", ours_model, args), make_contender("reference", reference_model, args)]
     if args.compile:
         # A copy with its own optimizer, so the eager and compiled models train independently.

@@ -99,6 +99,13 @@ class TrainArguments:
         },
     )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    activation_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "recompute each layer's activations in the backward pass instead of keeping them (transformers' "
+            "activation_checkpointing_enable): the same gradients for less training memory and more time"
+        },
+    )
     learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate of AdamW"})
     new_layers_learning_rate: float | None = field(
         default=None,

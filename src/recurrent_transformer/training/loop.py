@@ -128,6 +128,8 @@ def prepare_run(model_args, train_args, accelerator: Accelerator, data: Labelled
     loaders = make_loaders(tokenized, make_collator(tokenizer), train_args, accelerator.num_processes)
     set_seed(train_args.seed)  # before building the model: its initial weights follow the seed
     model, new_parameters, conversion = build_model(model_args, config)
+    if train_args.activation_checkpointing:
+        model.activation_checkpointing_enable()
     optimizer = build_optimizer(
         model,
         train_args.learning_rate,
