@@ -48,3 +48,8 @@ def test_the_comparison_names_runs_that_shared_their_cores():
     assert "lstm-baseline seed 43 (55 %)" in note and "gla-rrl seed 43 (79 %)" in note
     assert "seed 42" not in note and "tf" not in note
     assert contention_note([row("lstm-baseline", [0.98, CONTENDED_SHARE]), row("svm", [None])]) is None
+    assert "their time budget bought less work" in note
+    # Under a step budget contention slows a run without changing its scores, and the note says so.
+    steps_only = contention_note(rows, time_budget=False)
+    assert "lstm-baseline seed 43 (55 %)" in steps_only and "their scores stand (the budget is in steps)" in steps_only
+    assert "bought less work" not in steps_only

@@ -80,9 +80,10 @@ def collect_rows(compare_args, plan: Plan, counts: dict[str, int], outside: list
 CONTENDED_SHARE = 0.8  # under this share of its threads' CPU time, a run's time budget bought visibly less work
 
 
-def contention_note(rows: list[Row]) -> str | None:
+def contention_note(rows: list[Row], time_budget: bool = True) -> str | None:
     """A warning naming the runs that got under CONTENDED_SHARE of the CPU their threads asked for while training
-    (other processes on the same cores): under a time budget they did less work than their seconds say."""
+    (other processes on the same cores): under a time budget they did less work than their seconds say; under a
+    step budget only their seconds and tokens/s are those of a shared machine."""
     contended = [
         f"{row.label} seed {run['seed']} ({100 * run['train_cpu_share']:.0f} %)"
         for row in rows
@@ -91,10 +92,17 @@ def contention_note(rows: list[Row]) -> str | None:
     ]
     if not contended:
         return None
-    return (
+    found = (
         f"CPU contention: {', '.join(contended)} got under {100 * CONTENDED_SHARE:.0f} % of the CPU time their "
-        "threads asked for while training (run_info.json's train_cpu_share), so their time budget bought less work; "
-        "to compare at equal work, delete their run folders and rerun with --resume on free cores."
+        "threads asked for while training (run_info.json's train_cpu_share), so "
+    )
+    if not time_budget:
+        return found + (
+            "their seconds and tokens/s understate their speed; their scores stand (the budget is in steps)."
+        )
+    return found + (
+        "their time budget bought less work; to compare at equal work, delete their run folders and rerun with "
+        "--resume on free cores."
     )
 
 
@@ -142,7 +150,7 @@ def notes(rows: list[Row], plan: Plan, data, train_args, compare_args, counts, o
         )
     if split == "validation":
         lines.append("No test file: the scores are on the validation split that also chose the checkpoints.")
-    contended = contention_note(rows)
+    contended = contention_note(rows, time_budget=train_args.max_train_seconds > 0)
     if contended:
         lines.append(contended)
     truncated = [truncation_note(plan, preset) for preset in plan.presets]
