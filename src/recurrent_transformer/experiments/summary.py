@@ -16,11 +16,10 @@ as grouped bars with the std as error bars. Bad input (a missing folder or resul
 different splits) prints one `error:` line and exits with status 2.
 """
 
-import json
 from pathlib import Path
 
 from ..cli import PositionalParser, UsageError, run_command
-from ..files import write_json
+from ..files import read_json, write_json
 from .baseline import SVM_LABEL
 from .report import MLM_SUFFIX, format_score
 
@@ -34,10 +33,7 @@ def read_results(folder: Path) -> dict:
         raise UsageError(f"{folder} is not a folder: expected an output folder of `recurrent-transformer compare`")
     if not path.is_file():
         raise UsageError(f"{path} is missing: the comparison has not finished (or the folder is not one)")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UsageError(f"{path} is not valid JSON ({error})") from error
+    results = read_json(path, "the results.json of `recurrent-transformer compare`")
     rows = results.get("rows") if isinstance(results, dict) else None
     if (
         not rows
@@ -52,10 +48,7 @@ def read_results(folder: Path) -> dict:
 
 def read_summary(path: Path) -> dict[str, dict]:
     """The lines of an earlier summary's .json, by data set."""
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UsageError(f"{path} is not valid JSON ({error})") from error
+    summary = read_json(path, "a summary written by `recurrent-transformer compare-summary`")
     lines = summary.get("data_sets") if isinstance(summary, dict) else None
     if (
         not isinstance(lines, list)
