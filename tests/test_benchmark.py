@@ -7,7 +7,7 @@ import pytest
 from train_helpers import error_line
 
 from recurrent_transformer import benchmark
-from recurrent_transformer.presets import load_preset
+from recurrent_transformer.presets import load_preset, preset_dict
 
 TINY_RUN = ["--presets", "tiny", "--batch_size", "2", "--seq_len", "16", "--rounds", "1", "--steps", "1",
             "--warmup", "1", "--threads", "1"]  # fmt: skip
@@ -57,16 +57,24 @@ def test_preset_with_feed_forward_is_compared_with_its_own_shape():
     assert note == ""
 
 
-def test_activation_checkpointing_lowers_our_training_peak_only():
-    """The same tiny run with and without --activation_checkpointing: our model's training peak falls (its layers'
-    activations are recomputed in the backward pass), the reference's stays, and the row says which model did it."""
-    longer = [*TINY_RUN, "--batch_size", "8", "--seq_len", "256"]
+def test_activation_checkpointing_lowers_our_training_peak_only(tmp_path):
+    """The same run with and without --activation_checkpointing: our model's training peak falls (its layers'
+    activations are recomputed in the backward pass), the reference's stays, and the row says which model did it.
+    With --checkpoint_every_n_layers 2 (layers 0 and 2 of 4) the peak lies in between."""
+    four_layers = tmp_path / "tiny-4.json"
+    four_layers.write_text(json.dumps({**preset_dict("tiny"), "num_hidden_layers": 4, "layer_types": ["hybrid"] * 4}))
+    longer = ["--presets", str(four_layers), *TINY_RUN[2:], "--batch_size", "8", "--seq_len", "256"]
     [plain] = benchmark.main(longer)["rows"]
     [checkpointed] = benchmark.main([*longer, "--activation_checkpointing"])["rows"]
+    [half] = benchmark.main([*longer, "--activation_checkpointing", "--checkpoint_every_n_layers", "2"])["rows"]
     assert checkpointed["train_peak_mib"] < 0.8 * plain["train_peak_mib"]
+    assert checkpointed["train_peak_mib"] < 0.95 * half["train_peak_mib"] < 0.95 * plain["train_peak_mib"]
     assert checkpointed["ref_train_peak_mib"] == pytest.approx(plain["ref_train_peak_mib"], rel=0.05)
     assert (
         checkpointed["reference"] == plain["reference"] + "; ours with activation checkpointing, the reference without"
+    )
+    assert half["reference"] == plain["reference"] + (
+        "; ours with activation checkpointing in one layer of 2, the reference without"
     )
 
 
@@ -174,8 +182,12 @@ def test_sweep_gives_a_row_per_preset_length_and_thread_count(tmp_path):
         (["--threads", "1", "1"], "--threads=[1, 1] must be distinct positive integers"),
         (["--seq_lens", "0"], "--seq_lens=[0] must be distinct positive integers"),
         (["--generation", "--seq_lens", "16"], "--generation uses --contexts"),
+        (
+            ["--checkpoint_every_n_layers", "2"],
+            "--checkpoint_every_n_layers says which layers --activation_checkpointing",
+        ),
     ],
-    ids=["tokens-below-length", "repeated-threads", "zero-length", "generation"],
+    ids=["tokens-below-length", "repeated-threads", "zero-length", "generation", "checkpoint-layers-alone"],
 )
 def test_bad_sweep_settings_are_one_error_line(capsys, argv, message):
     with pytest.raises(SystemExit) as stopped:

@@ -139,3 +139,13 @@ def test_allow_changed_settings_needs_resume(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_command("train", [SMOKE, "--output_dir", tmp_path / "out", "--allow_changed_settings"])
     assert "--allow_changed_settings only applies with --resume" in error_line(capsys)
+
+
+def test_resume_may_add_activation_checkpointing(tokenizer_dir, uninterrupted, stopped_run):
+    """A run that ran out of memory resumes with --activation_checkpointing without --allow_changed_settings: it
+    recomputes the same forward, so the run still ends with the uninterrupted run's weights."""
+    argv = [*run_args(tokenizer_dir, stopped_run), "--resume", "--activation_checkpointing"]
+    results = run_command("train", [*argv, "--checkpoint_every_n_layers", 2])
+    assert results["global_step"] == 8
+    assert_same_weights(stopped_run, uninterrupted[0], atol=1e-6)
+    assert "changed_on_resume" not in json.loads((stopped_run / "train_args.json").read_text())

@@ -220,9 +220,11 @@ def test_learning_rate_decays_over_the_time_budget_across_a_resume(tmp_path):
     assert history[-1]["learning_rate"] < 0.25 * peak  # the run ends where the budget does
 
 
-def test_activation_checkpointing_trains_to_the_same_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("every_n_layers", [1, 2])
+def test_activation_checkpointing_trains_to_the_same_weights(tmp_path, monkeypatch, every_n_layers):
     """--activation_checkpointing recomputes each layer's forward in the backward pass, dropout masks included (torch
-    restores the RNG state): the same steps give the same weights, with every layer checkpointed at every step."""
+    restores the RNG state): the same steps give the same weights, with every layer (or, with
+    --checkpoint_every_n_layers 2, the first of each two) checkpointed at every step."""
     argv = [SMOKE, "--disable_tqdm", "--load_best_model_at_end", "false", "--max_steps", 3]
     run_command("train", [*argv, "--output_dir", tmp_path / "plain"])
     calls = []
@@ -234,8 +236,11 @@ def test_activation_checkpointing_trains_to_the_same_weights(tmp_path, monkeypat
     monkeypatch.setattr(modeling_utils, "checkpoint", counted)  # what activation_checkpointing_enable wraps
     # The first run's tokenizer: training one is not reproducible (huggingface/tokenizers#1794).
     checkpointed = ["--output_dir", tmp_path / "checkpointed", "--tokenizer_name", tmp_path / "plain"]
-    run_command("train", [*argv, *checkpointed, "--activation_checkpointing"])
-    assert len(calls) == 3 * load_preset("tiny").num_hidden_layers  # 3 steps; validation runs without
+    run_command(
+        "train", [*argv, *checkpointed, "--activation_checkpointing", "--checkpoint_every_n_layers", every_n_layers]
+    )
+    checkpointed_layers = math.ceil(load_preset("tiny").num_hidden_layers / every_n_layers)
+    assert len(calls) == 3 * checkpointed_layers  # 3 steps; validation runs without
     assert_same_weights(tmp_path / "checkpointed", tmp_path / "plain", atol=1e-6)
     with pytest.raises(AssertionError):  # the weights moved: not two untouched initialisations
         assert_same_weights(tmp_path / "plain", tmp_path / "plain" / "checkpoints" / "step-0000002", atol=1e-6)

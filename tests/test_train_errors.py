@@ -172,10 +172,15 @@ def test_evaluate_script_refuses_unknown_labels(tmp_path, capsys):
             ["--lr_schedule_by", "seconds", "--max_train_seconds", "60"],
             "lr_schedule_by='seconds' counts the warm-up in steps: set warmup_steps",
         ),
+        (["--checkpoint_every_n_layers", "2"], "checkpoint_every_n_layers=2 says which layers --activation_checkpointing"),
+        (
+            ["--activation_checkpointing", "--checkpoint_every_n_layers", "0"],
+            "checkpoint_every_n_layers=0 must be a positive integer",
+        ),
     ],
     ids=["negative-lr", "batch-0", "accumulation-0", "warmup-ratio", "max-steps-0", "validation-split",
          "max-length-over-positions", "mistyped-flag", "missing-config-file", "schedule-by-seconds-without-budget",
-         "schedule-by-seconds-with-warmup-ratio"],
+         "schedule-by-seconds-with-warmup-ratio", "checkpoint-layers-without-checkpointing", "checkpoint-layers-0"],
 )  # fmt: skip
 def test_bad_settings_are_refused_before_anything_is_written(tmp_path, capsys, argv, message):
     output_dir = tmp_path / "out"

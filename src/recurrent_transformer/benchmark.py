@@ -10,6 +10,7 @@ model runs `--steps` steps (the order alternates from round to round); a through
     recurrent-transformer benchmark --bf16                           # torch.autocast(cpu, bfloat16) for both models
     recurrent-transformer benchmark --compile                        # adds torch.compile(our model) and its speed-up
     recurrent-transformer benchmark --activation_checkpointing       # our model recomputes activations in backward
+    recurrent-transformer benchmark --activation_checkpointing --checkpoint_every_n_layers 2   # in half its layers
     recurrent-transformer benchmark --causal                         # bidirectional=False ForCausalLM vs LlamaForCausalLM
     recurrent-transformer benchmark --threads 2 --output runs/benchmark   # writes runs/benchmark.md and .json
     recurrent-transformer benchmark --generation --threads 1         # batch-1 greedy decoding latency vs Llama
@@ -180,6 +181,10 @@ class BenchmarkArguments:
             "backward pass: less memory, more time); the reference trains without."
         },
     )
+    checkpoint_every_n_layers: int = field(
+        default=1,
+        metadata={"help": "With --activation_checkpointing: recompute only every n-th layer of ours."},
+    )
     profile: bool = field(
         default=False, metadata={"help": "Profile our training step: the minGRU scan's share and the top operators."}
     )
@@ -195,7 +200,16 @@ class BenchmarkArguments:
     seed: int = field(default=0, metadata={"help": "Seed for weights and the random batch."})
 
     def __post_init__(self):
-        for name in ("batch_size", "seq_len", "vocab_size", "num_labels", "rounds", "steps", "new_tokens"):
+        for name in (
+            "batch_size",
+            "seq_len",
+            "vocab_size",
+            "num_labels",
+            "rounds",
+            "steps",
+            "new_tokens",
+            "checkpoint_every_n_layers",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name}={getattr(self, name)} must be a positive integer")
         if self.warmup < 0:
@@ -215,6 +229,8 @@ class BenchmarkArguments:
             )
         if not self.contexts or min(self.contexts) < 1:
             raise ValueError(f"--contexts={self.contexts} must be positive prompt lengths")
+        if self.checkpoint_every_n_layers != 1 and not self.activation_checkpointing:
+            raise ValueError("--checkpoint_every_n_layers says which layers --activation_checkpointing recomputes")
         if self.new_tokens < 2 and self.generation:
             raise ValueError("--new_tokens must be at least 2: a per-token time is the gap between two tokens")
 
@@ -645,8 +661,9 @@ def build_contenders(preset: str, args: BenchmarkArguments) -> tuple[list[Conten
     torch.manual_seed(args.seed)
     reference_model, reference_label = build_reference(ours_model.config, args)
     if args.activation_checkpointing:
-        ours_model.activation_checkpointing_enable()
-        reference_label += "; ours with activation checkpointing, the reference without"
+        ours_model.activation_checkpointing_enable(every_n_layers=args.checkpoint_every_n_layers)
+        which = "" if args.checkpoint_every_n_layers == 1 else f" in one layer of {args.checkpoint_every_n_layers}"
+        reference_label += f"; ours with activation checkpointing{which}, the reference without"
     contenders = [make_contender("ours", ours_model, args), make_contender("reference", reference_model, args)]
     if args.compile:
         # A copy with its own optimizer, so the eager and compiled models train independently.

@@ -106,6 +106,13 @@ class TrainArguments:
             "activation_checkpointing_enable): the same gradients for less training memory and more time"
         },
     )
+    checkpoint_every_n_layers: int = field(
+        default=1,
+        metadata={
+            "help": "with activation_checkpointing: recompute only every n-th layer (the first, the (n+1)-th, ...), "
+            "the others keep their activations: a middle point between the memory and the time of checkpointing all"
+        },
+    )
     learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate of AdamW"})
     new_layers_learning_rate: float | None = field(
         default=None,
@@ -172,7 +179,7 @@ RANGES = [
                    "stop_after_step")],
     *[(name, lambda value: value >= 1, "a positive integer")
       for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                   "logging_steps")],
+                   "logging_steps", "checkpoint_every_n_layers")],
     *[(name, lambda value: value >= 0, "0 or more (0 keeps every weight where it starts)")
       for name in ("learning_rate", "new_layers_learning_rate")],
     ("adam_epsilon", lambda value: value > 0, "above 0"),
@@ -216,6 +223,11 @@ def check_choices(model_args: ModelArguments, train_args: TrainArguments) -> Non
         raise UsageError(
             "lr_schedule_by='seconds' counts the warm-up in steps: set warmup_steps (warmup_ratio is a share of "
             "max_steps, which the time budget ends before), or warmup_ratio=0 for none"
+        )
+    if train_args.checkpoint_every_n_layers != 1 and not train_args.activation_checkpointing:
+        raise UsageError(
+            f"checkpoint_every_n_layers={train_args.checkpoint_every_n_layers} says which layers "
+            "--activation_checkpointing recomputes: add that flag"
         )
     if train_args.allow_changed_settings and not train_args.resume:
         raise UsageError("--allow_changed_settings only applies with --resume")

@@ -53,6 +53,10 @@ RESUME_FREE = {
     "dataloader_num_workers",
     "per_device_eval_batch_size",
     "report_to",
+    # Checkpointing recomputes the same forward in the backward pass: the same gradients, so a run that ran out of
+    # memory can resume with it (or drop it).
+    "activation_checkpointing",
+    "checkpoint_every_n_layers",
 }
 
 

@@ -129,7 +129,7 @@ def prepare_run(model_args, train_args, accelerator: Accelerator, data: Labelled
     set_seed(train_args.seed)  # before building the model: its initial weights follow the seed
     model, new_parameters, conversion = build_model(model_args, config)
     if train_args.activation_checkpointing:
-        model.activation_checkpointing_enable()
+        model.activation_checkpointing_enable(every_n_layers=train_args.checkpoint_every_n_layers)
     optimizer = build_optimizer(
         model,
         train_args.learning_rate,
