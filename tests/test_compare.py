@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from train_helpers import REPO_ROOT, THUCNEWS_TEST, THUCNEWS_TRAIN, files_under, in_repo_root, run_command
 
 from recurrent_transformer.cli import UsageError, parse_arguments
@@ -22,6 +23,7 @@ from recurrent_transformer.experiments.plan import ARGUMENT_CLASSES, check_param
 from recurrent_transformer.experiments.report import HEADLINE
 from recurrent_transformer.experiments.resume import mlm_work_finished
 from recurrent_transformer.files import write_json
+from recurrent_transformer.machine import cpu_description
 from recurrent_transformer.training.build import build_datasets, build_tokenizer
 
 SMOKE = str(REPO_ROOT / "configs" / "compare" / "smoke.yaml")
@@ -415,6 +417,7 @@ def test_time_budget_stops_a_run_and_is_recorded(tmp_path):
     threads = run_info["torch_threads"]
     assert run_info["train_cpu_share"] == run_info["train_cpu_seconds"] / (run_info["train_seconds"] * threads)
     assert 0 < run_info["train_cpu_share"] < 1.5
+    assert run_info["cpu"] == cpu_description() and f"({torch.backends.cpu.get_cpu_capability()})" in run_info["cpu"]
     history = read(output_dir / "eval_history.json")
     assert history[-1]["step"] == run_info["global_step"]
     assert history[-1]["train_seconds"] <= run_info["train_seconds"]

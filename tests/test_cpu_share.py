@@ -4,7 +4,7 @@ shared their cores (under a time budget they did less work than their seconds sa
 import time
 
 from recurrent_transformer.experiments.report import Row
-from recurrent_transformer.experiments.results import CONTENDED_SHARE, contention_note
+from recurrent_transformer.experiments.results import CONTENDED_SHARE, SLOW_SHARE, contention_note, speed_note
 from recurrent_transformer.training.checkpoints import TrainClock
 
 
@@ -53,3 +53,29 @@ def test_the_comparison_names_runs_that_shared_their_cores():
     steps_only = contention_note(rows, time_budget=False)
     assert "lstm-baseline seed 43 (55 %)" in steps_only and "their scores stand (the budget is in steps)" in steps_only
     assert "bought less work" not in steps_only
+
+
+def test_the_comparison_names_runs_from_a_slower_machine():
+    """A seed that trained at under SLOW_SHARE of its model's fastest tokens/s with its CPU to itself ran on a slower
+    machine (a --resume in another session): named, unlike a few percent of spread or a run that shared its cores
+    (contention_note names that one)."""
+
+    def timed(label, runs):
+        keys = ("train_tokens_per_second", "train_cpu_share")
+        return Row(
+            label, 1000, runs=[{"seed": 42 + i, **dict(zip(keys, run, strict=True))} for i, run in enumerate(runs)]
+        )
+
+    rows = [
+        timed("lstm-rrrl-noffn", [(3445.0, 0.99), (3219.0, 0.98), (1490.0, 0.99)]),  # seed 44 on another machine
+        timed("lstm-baseline", [(3805.0, 0.99), (1900.0, 0.55), (3834.0, None)]),  # seed 43 shared its cores
+        timed("transformer-baseline", [(2172.0, 0.99), (SLOW_SHARE * 2172.0, 0.99)]),  # at the limit: not named
+        timed("TF-IDF + LinearSVC", [(None, None)]),
+    ]
+    note = speed_note(rows)
+    assert "lstm-rrrl-noffn seed 44 (1,490 against 3,445)" in note
+    assert "seed 42" not in note and "seed 43" not in note and "transformer" not in note
+    assert "their time budget bought less work" in note
+    steps_only = speed_note(rows, time_budget=False)
+    assert "their scores stand (the budget is in steps)" in steps_only and "bought less work" not in steps_only
+    assert speed_note(rows[1:]) is None

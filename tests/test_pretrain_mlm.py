@@ -12,6 +12,7 @@ from train_helpers import R8_TRAIN, REPO_ROOT, SMOKE, error_line, files_under, r
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from recurrent_transformer import RecurrentTransformerForMaskedLM, RecurrentTransformerForSequenceClassification
+from recurrent_transformer.machine import cpu_description
 from recurrent_transformer.training.mlm import masked_lm_loss
 
 TINY_LSTM = REPO_ROOT / "configs" / "compare" / "presets" / "tiny-lstm.json"
@@ -46,6 +47,7 @@ def test_mlm_run_saves_a_masked_lm_folder(mlm_run):
     # The CPU it got, as a classifier run's run_info.json says it: CPU seconds / (seconds x threads).
     share = results["train_cpu_seconds"] / (results["train_seconds"] * torch.get_num_threads())
     assert results["train_cpu_share"] == pytest.approx(share) and 0 < share < 1.5
+    assert results["cpu"] == cpu_description()
 
 
 def test_mlm_loss_decreases(mlm_run):

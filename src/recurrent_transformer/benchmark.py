@@ -90,6 +90,7 @@ from transformers import (
 from . import modeling_recurrent_transformer as modeling
 from .cli import parse_arguments, run_command
 from .files import write_json
+from .machine import cpu_model, load
 from .modeling_recurrent_transformer import (
     RecurrentTransformerForCausalLM,
     RecurrentTransformerForSequenceClassification,
@@ -853,19 +854,6 @@ def environment(args: BenchmarkArguments) -> dict:
         "cpu_count": os.cpu_count(),
         "load_average": load(),
     }
-
-
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def load() -> float | None:
-    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def run(argv: list[str]) -> dict:

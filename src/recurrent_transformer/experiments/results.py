@@ -106,6 +106,39 @@ def contention_note(rows: list[Row], time_budget: bool = True) -> str | None:
     )
 
 
+SLOW_SHARE = 0.8  # under this share of its row's fastest seed's tokens/s, with its CPU to itself: a slower machine
+
+
+def speed_note(rows: list[Row], time_budget: bool = True) -> str | None:
+    """A warning naming the runs that trained under SLOW_SHARE of the tokens/s of their row's fastest seed although
+    they had their CPU to themselves: the seeds of one model differ in speed by a few percent (their batches
+    differ), so such a run ran on a slower machine (a `--resume` in another session lands on another machine). Under
+    a time budget it did less work than the others; under a step budget only its seconds differ. Runs already named
+    by `contention_note` are left to it."""
+    slow = []
+    for row in rows:
+        speeds = [run["train_tokens_per_second"] for run in row.runs if run.get("train_tokens_per_second")]
+        if len(speeds) < 2:
+            continue
+        for run in row.runs:
+            share, speed = run.get("train_cpu_share"), run.get("train_tokens_per_second")
+            if speed and speed < SLOW_SHARE * max(speeds) and (share is None or share >= CONTENDED_SHARE):
+                slow.append(f"{row.label} seed {run['seed']} ({speed:,.0f} against {max(speeds):,.0f})")
+    if not slow:
+        return None
+    found = (
+        f"Machine speed: {', '.join(slow)} trained under {100 * SLOW_SHARE:.0f} % of the tokens/s of their model's "
+        "fastest seed with their CPU to themselves: a slower machine (run_info.json's cpu and finished say where "
+        "and when), so "
+    )
+    if not time_budget:
+        return found + "their seconds and tokens/s are that machine's; their scores stand (the budget is in steps)."
+    return found + (
+        "their time budget bought less work; to compare at equal work, rerun every run of the comparison on one "
+        "machine."
+    )
+
+
 def notes(rows: list[Row], plan: Plan, data, train_args, compare_args, counts, outside) -> list[str]:
     """The lines under the table: what the numbers are and what every run shared."""
     split = rows[0].runs[0]["metrics"]["split"]
@@ -150,9 +183,10 @@ def notes(rows: list[Row], plan: Plan, data, train_args, compare_args, counts, o
         )
     if split == "validation":
         lines.append("No test file: the scores are on the validation split that also chose the checkpoints.")
-    contended = contention_note(rows, time_budget=train_args.max_train_seconds > 0)
-    if contended:
-        lines.append(contended)
+    for note in (contention_note, speed_note):
+        found = note(rows, time_budget=train_args.max_train_seconds > 0)
+        if found:
+            lines.append(found)
     truncated = [truncation_note(plan, preset) for preset in plan.presets]
     lines += [f"{note}." for note in truncated if note]
     if outside:

@@ -36,6 +36,7 @@ from ..cli import parse_arguments, run_command
 from ..conversion import RECORD_FILE as CONVERSION_FILE
 from ..data import split_fingerprint
 from ..files import check_output_dir, clear_outputs, write_json
+from ..machine import cpu_description
 from ..metrics import classification_metrics, save_confusion_matrix
 from .accelerator import build_accelerator, check_launch, check_mixed_precision
 from .arguments import ARGUMENT_CLASSES, DataArguments, ModelArguments, TrainArguments, check_choices, check_ranges
@@ -102,6 +103,7 @@ def run_info(run: TrainingRun, model_args, data, checkpoint, stopped_by: str, tr
         "train_tokens_per_second": train_tokens / seconds if seconds > 0 else None,
         # On a CPU: the share of its threads' time the run got while training (1.0 alone on free cores; two
         # single-thread runs on one core get about 0.5 each, and so about half the work from a time budget).
+        "cpu": cpu_description(),  # tokens/s and a time budget's work are this machine's
         "torch_threads": torch.get_num_threads(),
         "train_cpu_seconds": run.clock.cpu_seconds,
         "train_cpu_share": cpu_share(run.clock.cpu_seconds, seconds, run.accelerator.device.type),

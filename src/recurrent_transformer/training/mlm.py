@@ -28,6 +28,7 @@ from transformers.utils import logging
 from ..cli import UsageError, parse_arguments, run_command
 from ..data import tokenize_splits
 from ..files import check_output_dir, clear_outputs, write_json
+from ..machine import cpu_description
 from ..modeling_recurrent_transformer import RecurrentTransformerForMaskedLM
 from .accelerator import check_mixed_precision
 from .arguments import DataArguments, ModelArguments, check_ranges
@@ -147,6 +148,7 @@ def pretrain_mlm(model_args, data_args, mlm_args: MLMArguments, training_args: T
         # shared its cores, and its seconds say more about the load beside it than about the model.
         "train_cpu_seconds": train_cpu_seconds,
         "train_cpu_share": cpu_share(train_cpu_seconds, train_seconds, training_args.device.type),
+        "cpu": cpu_description(),
         "num_parameters": sum(param.numel() for param in model.parameters()),
         "split_sizes": {name: len(split) for name, split in tokenized.items()},
     }
