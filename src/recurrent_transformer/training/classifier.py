@@ -101,9 +101,9 @@ def run_info(run: TrainingRun, model_args, data, checkpoint, stopped_by: str, tr
         "train_seconds": seconds,
         "train_tokens": train_tokens,
         "train_tokens_per_second": train_tokens / seconds if seconds > 0 else None,
+        "cpu": cpu_description(),  # tokens/s and a time budget's work are this machine's
         # On a CPU: the share of its threads' time the run got while training (1.0 alone on free cores; two
         # single-thread runs on one core get about 0.5 each, and so about half the work from a time budget).
-        "cpu": cpu_description(),  # tokens/s and a time budget's work are this machine's
         "torch_threads": torch.get_num_threads(),
         "train_cpu_seconds": run.clock.cpu_seconds,
         "train_cpu_share": cpu_share(run.clock.cpu_seconds, seconds, run.accelerator.device.type),
