@@ -129,7 +129,7 @@ def speed_note(rows: list[Row], time_budget: bool = True) -> str | None:
     found = (
         f"Machine speed: {', '.join(slow)} trained under {100 * SLOW_SHARE:.0f} % of the tokens/s of their model's "
         "fastest seed with their CPU to themselves: a slower machine (run_info.json's cpu and finished say where "
-        "and when), so "
+        "and when), or other work slowing the caches and memory they shared, so "
     )
     if not time_budget:
         return found + "their seconds and tokens/s are that machine's; their scores stand (the budget is in steps)."
