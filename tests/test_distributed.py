@@ -9,8 +9,8 @@ is 0 (each process draws its own masks). The warm-up and decay lengths count opt
 """
 
 import json
-import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from train_helpers import (
@@ -63,10 +63,10 @@ def single_process(tokenizer_dir, tmp_path_factory):
 
 
 def launch(launcher_args: list[str], target: list[str], script_args: list) -> subprocess.CompletedProcess:
-    accelerate = shutil.which("accelerate")
-    command = [accelerate] if accelerate else [python(), "-m", "accelerate.commands.launch"]
-    if accelerate:
-        command.append("launch")
+    # The `accelerate` command of this test's own environment (a venv's python run by path, without the venv on
+    # PATH, would otherwise find another environment's command and workers without the package), else its module.
+    accelerate = Path(python()).with_name("accelerate")
+    command = [str(accelerate), "launch"] if accelerate.is_file() else [python(), "-m", "accelerate.commands.launch"]
     command += [*launcher_args, *target, *map(str, script_args)]
     completed = subprocess.run(
         command, cwd=REPO_ROOT, env=launch_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S
@@ -128,12 +128,19 @@ def test_two_cpu_processes_match_one_with_length_grouped_batches(tokenizer_dir, 
 def test_two_cpu_processes_stop_on_the_time_budget_with_one_schedule(tokenizer_dir, tmp_path):
     """--max_train_seconds with --lr_schedule_by seconds in 2 processes: they agree on the seconds spent (the most
     any of them counted) after each step, so both stop at the same step, and the rate has decayed over the budget."""
-    output_dir, budget = tmp_path / "run", 4.0
+    # The budget holds several steps even on a slow, shared machine: one CI run there took about a second a step,
+    # and a 4 s budget then ended after too few steps for the checks below.
+    output_dir, budget, peak_rate = tmp_path / "run", 8.0, 1e-3
     timed = ["--max_steps", 100_000, "--max_train_seconds", budget, "--lr_schedule_by", "seconds"]
     launch(*LAUNCHERS["flags"], [*common_args(tokenizer_dir, output_dir), *timed, "--eval_steps", 100_000])
 
     run_info = json.loads((output_dir / "run_info.json").read_text())
     assert run_info["num_processes"] == 2 and run_info["stopped_by"] == "max_train_seconds"
-    assert budget <= run_info["train_seconds"] and run_info["global_step"] > 6
+    assert budget <= run_info["train_seconds"] and run_info["global_step"] >= 3
     history = json.loads((output_dir / "loss_history.json").read_text())
-    assert history[-1]["learning_rate"] < 0.5 * history[2]["learning_rate"]
+    rates = [entry["learning_rate"] for entry in history]
+    # Past the 2 warm-up steps the rate only falls, and the last step's rate (set by the seconds agreed after the
+    # step before it) is under half the peak unless one step took more than half the budget.
+    assert rates[1] == pytest.approx(peak_rate, rel=0.5)
+    assert rates[1:] == sorted(rates[1:], reverse=True)
+    assert rates[-1] < 0.5 * peak_rate
