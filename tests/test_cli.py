@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_helpers import REPO_ROOT, SMOKE, error_line, in_repo_root, launch_env, run_command
+from train_helpers import REPO_ROOT, SMOKE, console_script, error_line, in_repo_root, launch_env, run_command
 
 from recurrent_transformer import cli
 from recurrent_transformer.cli import parse_arguments
@@ -29,13 +29,10 @@ def test_every_command_prints_its_help(name, capsys):
 
 
 def test_the_console_command_lists_the_commands_and_runs_one():
-    listed = subprocess.run(
-        ["recurrent-transformer"], capture_output=True, text=True, env=launch_env(), timeout=300, check=True
-    )
+    command = console_script("recurrent-transformer")
+    listed = subprocess.run([command], capture_output=True, text=True, env=launch_env(), timeout=300, check=True)
     assert all(name in listed.stdout for name in cli.COMMANDS)
-    helped = subprocess.run(
-        ["recurrent-transformer", "train", "--help"], capture_output=True, text=True, env=launch_env(), timeout=300
-    )
+    helped = subprocess.run([command, "train", "--help"], capture_output=True, text=True, env=launch_env(), timeout=300)
     assert helped.returncode == 0 and "--max_steps" in helped.stdout
 
 

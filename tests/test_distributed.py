@@ -10,7 +10,6 @@ is 0 (each process draws its own masks). The warm-up and decay lengths count opt
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 from train_helpers import (
@@ -18,6 +17,7 @@ from train_helpers import (
     REPO_ROOT,
     SMOKE,
     assert_same_weights,
+    console_script,
     launch_env,
     python,
     run_command,
@@ -63,10 +63,9 @@ def single_process(tokenizer_dir, tmp_path_factory):
 
 
 def launch(launcher_args: list[str], target: list[str], script_args: list) -> subprocess.CompletedProcess:
-    # The `accelerate` command of this test's own environment (a venv's python run by path, without the venv on
-    # PATH, would otherwise find another environment's command and workers without the package), else its module.
-    accelerate = Path(python()).with_name("accelerate")
-    command = [str(accelerate), "launch"] if accelerate.is_file() else [python(), "-m", "accelerate.commands.launch"]
+    # This environment's `accelerate` (another one's would start workers without the package), else its module.
+    accelerate = console_script("accelerate")
+    command = [accelerate, "launch"] if accelerate != "accelerate" else [python(), "-m", "accelerate.commands.launch"]
     command += [*launcher_args, *target, *map(str, script_args)]
     completed = subprocess.run(
         command, cwd=REPO_ROOT, env=launch_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S

@@ -80,6 +80,13 @@ def python() -> str:
     return sys.executable
 
 
+def console_script(name: str) -> str:
+    """The command `name` of this interpreter's environment (a venv's python run by path, without the venv on PATH,
+    would otherwise find another environment's command or none)."""
+    script = Path(python()).with_name(name)
+    return str(script) if script.is_file() else name
+
+
 def assert_same_weights(folder_a: Path, folder_b: Path, atol: float) -> None:
     weights_a = load_file(Path(folder_a) / "model.safetensors")
     weights_b = load_file(Path(folder_b) / "model.safetensors")
