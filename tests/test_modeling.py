@@ -392,6 +392,12 @@ def test_chunked_scan_equals_the_one_level_scan(seq_len, reverse):
             chunked_scan(coeffs, values, start, reverse),
         ):
             torch.testing.assert_close(chunked / scale, expected / scale, atol=1e-6, rtol=0)
+        # In place on one direction's strided slice: the states land in that slice, the other is left alone.
+        pair_coeffs, pair_values = torch.stack([coeffs, coeffs], dim=2), torch.stack([values, values], dim=2)
+        returned = chunked_scan(pair_coeffs[:, :, 0], pair_values[:, :, 0], start, reverse, chunk=8, in_place=True)
+        assert returned.data_ptr() == pair_values.data_ptr()
+        torch.testing.assert_close(pair_values[:, :, 0] / scale, expected / scale, atol=1e-6, rtol=0)
+        torch.testing.assert_close(pair_values[:, :, 1], values, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])
