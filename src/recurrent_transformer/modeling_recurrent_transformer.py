@@ -107,14 +107,16 @@ def gather_time(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return tensor.gather(1, index.unsqueeze(-1).expand(-1, -1, tensor.shape[-1]))
 
 
-def mingru_candidate(values: torch.Tensor, linear: bool = False) -> torch.Tensor:
+def mingru_candidate(values: torch.Tensor, linear: bool = False, in_place: bool = False) -> torch.Tensor:
     """minGRU's candidate state from its projection: the projection itself with `linear` (`mingru_candidate="linear"`),
     else the positive activation g(x): x + 0.5 for x >= 0, sigmoid(x) below, computed as sigmoid(min(x, 0)) +
     max(x, 0) (bitwise the same numbers: sigmoid(0) is 0.5 exactly): two clamps, a sigmoid and an add instead of
-    torch.where and its comparison (one thread, 2.6M contiguous floats: 17 ms against 28 ms)."""
+    torch.where and its comparison (one thread, 2.6M contiguous floats: 17 ms against 28 ms). `in_place` writes it
+    into `values` (the same floats)."""
     if linear:
         return values
-    return torch.sigmoid(values.clamp(max=0)) + values.clamp(min=0)
+    below = values.clamp(max=0).sigmoid_()
+    return values.clamp_(min=0).add_(below) if in_place else values.clamp(min=0).add_(below)
 
 
 def scan_rounds(
@@ -244,16 +246,16 @@ def mingru_halves(projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return tuple(half.contiguous() for half in projected.unbind(dim=3))
 
 
-def mingru_coeffs(gate: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+def mingru_coeffs(gate: torch.Tensor, keep: torch.Tensor | None, in_place: bool = False) -> torch.Tensor:
     """The coefficients 1 - z from the gate z = sigmoid(gates); 1 where `keep` is False. A subtraction instead of
     sigmoid(-gates), which costs two more passes: near z = 1 the coefficient's absolute error is a few units in the
     last place of 1 (about 1e-7 in fp32), beside terms z * g(h~) of order one; near z = 0, where a long memory
-    lives, both are as precise as floats just under 1 can be."""
-    coeffs = 1 - gate
+    lives, both are as precise as floats just under 1 can be. `in_place` writes them into `gate`."""
+    coeffs = gate.neg_().add_(1) if in_place else 1 - gate
     if keep is None:
         return coeffs
     factor = as_factor(keep, coeffs)
-    return torch.addcmul(1 - factor, coeffs, factor)  # coeffs where kept, exactly 1 where carried
+    return coeffs.mul_(factor).add_(1 - factor)  # coeffs where kept, exactly 1 where carried
 
 
 def mingru_states(
@@ -262,19 +264,14 @@ def mingru_states(
     """The states (batch, seq_len, directions, width) of a gate projection, without autograd: the terms of
     `mingru_terms` (the same floats) computed in place on the copies of the projection's halves, then `chunked_scan`
     of each direction in place, the second run from the last step (h_t depends on h_{t+1}); the candidate's copy
-    ends up holding the states. Out of place this took 36-53 ms for one 4 x 2,048 or 64 x 128 layer on one thread,
-    in place 24-29 ms."""
+    ends up holding the states. One thread, one layer at 64 x 128, 4 x 2,048 and 1 x 8,192 tokens, medians of 6
+    runs: 18-27 ms, against 30-59 ms out of place."""
     gates, candidates = mingru_halves(projected)
-    if not linear:  # g(x) as in `mingru_candidate`
-        below = candidates.clamp(max=0).sigmoid_()
-        candidates.clamp_(min=0).add_(below)
     gate = gates.sigmoid_()
-    states = candidates.mul_(gate)  # the added values z * g(h~), then the states
-    coeffs = gate.neg_().add_(1)
-    if keep is not None:  # a carried step: coefficient 1, nothing added
-        factor = as_factor(keep, states)
-        states.mul_(factor)
-        coeffs.mul_(factor).add_(1 - factor)
+    states = mingru_candidate(candidates, linear, in_place=True).mul_(gate)  # the added values, then the states
+    if keep is not None:  # a carried step adds nothing
+        states.mul_(as_factor(keep, states))
+    coeffs = mingru_coeffs(gate, keep, in_place=True)
     for direction in range(states.shape[2]):
         start = None if initial is None else initial[:, direction]
         chunked_scan(coeffs[:, :, direction], states[:, :, direction], start, reverse=direction == 1, in_place=True)
