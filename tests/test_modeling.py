@@ -236,6 +236,28 @@ def test_gradients_reach_every_parameter(cell, bidirectional):
             assert not missing, f"{head.__name__} ({cell}, window={window}): no gradient for {missing}"
 
 
+def test_sparse_prediction_scores_only_the_masked_tokens():
+    """sparse_prediction changes what is computed, not the loss or its gradients; without labels it changes nothing."""
+    torch.manual_seed(0)
+    dense = RecurrentTransformerForMaskedLM(tiny_config())
+    sparse = RecurrentTransformerForMaskedLM(tiny_config(sparse_prediction=True))
+    sparse.load_state_dict(dense.state_dict())
+    input_ids, attention_mask = padded_batch([torch.randint(1, 64, (n,)) for n in (9, 5, 7)], "right")
+    labels = torch.full_like(input_ids, -100)
+    masked = (torch.rand(input_ids.shape) < 0.3) & attention_mask.bool()
+    labels[masked] = input_ids[masked]
+    outputs = [model(input_ids, attention_mask=attention_mask, labels=labels) for model in (dense, sparse)]
+    assert outputs[1].logits.shape == (int(masked.sum()), dense.config.vocab_size)
+    torch.testing.assert_close(outputs[1].logits, outputs[0].logits[masked], rtol=0, atol=1e-6)
+    torch.testing.assert_close(outputs[1].loss, outputs[0].loss, rtol=0, atol=1e-6)
+    for output in outputs:
+        output.loss.backward()
+    for (name, param), other in zip(dense.named_parameters(), sparse.parameters(), strict=True):
+        torch.testing.assert_close(other.grad, param.grad, rtol=0, atol=1e-6, msg=name)
+    unlabelled = sparse(input_ids, attention_mask=attention_mask).logits
+    assert unlabelled.shape == (*input_ids.shape, dense.config.vocab_size)
+
+
 def test_eager_and_sdpa_agree():
     torch.manual_seed(0)
     for bidirectional in (True, False):

@@ -40,7 +40,8 @@ def test_mlm_run_saves_a_masked_lm_folder(mlm_run):
     for name in ("model.safetensors", "config.json", "tokenizer.json", "train_args.json", "mlm_metrics.json"):
         assert (output_dir / name).is_file(), name
     assert not list(output_dir.glob("*.bin")), "nothing is pickled"
-    assert json.loads((output_dir / "config.json").read_text())["architectures"] == ["RecurrentTransformerForMaskedLM"]
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["architectures"] == ["RecurrentTransformerForMaskedLM"] and config["sparse_prediction"] is True
     assert isinstance(AutoModelForMaskedLM.from_pretrained(output_dir), RecurrentTransformerForMaskedLM)
     assert json.loads((output_dir / "mlm_metrics.json").read_text()) == json.loads(json.dumps(results))
     assert results["global_step"] == 40 and results["split_sizes"] == {"train": 300, "validation": 48}

@@ -91,6 +91,9 @@ class RecurrentTransformerConfig(PreTrainedConfig):
             learned per-channel vector (ReZero / LayerScale), so that recurrence can be added to a trained model
             without changing what it computes at the start.
         recurrent_gate_init (`float`, *optional*, defaults to 0.0): initial value of every entry of that vector.
+        sparse_prediction (`bool`, *optional*, defaults to `False`): in `RecurrentTransformerForMaskedLM`, when
+            `labels` are given, score only the labelled (masked) tokens: the logits are (number of labelled tokens,
+            vocab_size) instead of (batch, seq_len, vocab_size), the loss the same (ModernBERT's option of that name).
     """
 
     model_type = "recurrent_transformer"
@@ -130,6 +133,7 @@ class RecurrentTransformerConfig(PreTrainedConfig):
     embedding_norm: bool = False
     recurrent_gate: bool = False
     recurrent_gate_init: float = 0.0
+    sparse_prediction: bool = False
 
     def __post_init__(self, **kwargs):
         if self.layer_types is None:

@@ -1369,7 +1369,13 @@ class RecurrentTransformerForMaskedLM(RecurrentTransformerPreTrainedModel):
         outputs = self.model(
             input_ids, attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs
         )
-        logits = self.lm_head(outputs.last_hidden_state)
+        hidden_states = outputs.last_hidden_state
+        if self.config.sparse_prediction and labels is not None:
+            # Only the masked tokens are scored: with 15 % masked, scoring every token made a forward and backward
+            # pass 2.1-2.2x as long (lstm-rrrl-noffn, 16,000 pieces, 16 x 512 and 4 x 2,048 tokens, one thread).
+            labelled = labels != -100
+            hidden_states, labels = hidden_states[labelled], labels[labelled]
+        logits = self.lm_head(hidden_states)
         loss = None
         if labels is not None:
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
