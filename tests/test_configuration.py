@@ -3,7 +3,9 @@
 import json
 
 import pytest
+import torch
 from conftest import tiny_config
+from train_helpers import REPO_ROOT
 
 from recurrent_transformer import RecurrentTransformerConfig, RecurrentTransformerForSequenceClassification
 from recurrent_transformer.presets import available_presets, load_preset
@@ -141,6 +143,23 @@ def test_lstm_rrrl_noffn_is_three_lstm_layers_and_local_attention_without_feed_f
     assert config.layer_types == ["linear_attention"] * 3 + ["sliding_attention"]
     assert config.intermediate_size == 0 and config.recurrent_cell == "lstm" and config.bidirectional
     assert config.position_embedding_type == "none" and config.sliding_window == 128
+
+
+COMPARE_PRESET_FILES = sorted(path.name for path in (REPO_ROOT / "configs" / "compare" / "presets").glob("*.json"))
+
+
+@pytest.mark.parametrize("name", COMPARE_PRESET_FILES)
+def test_every_preset_file_in_configs_builds_a_classifier_that_runs(name):
+    """Each JSON preset that the compare configs and the README pass to --presets loads, builds and classifies a
+    padded batch (compare itself checks their parameter counts against its reference preset when it starts)."""
+    path = REPO_ROOT / "configs" / "compare" / "presets" / name
+    model = RecurrentTransformerForSequenceClassification(load_preset(path, num_labels=3)).eval()
+    input_ids = torch.randint(1, model.config.vocab_size, (2, 9))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 6:] = 0
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()
 
 
 def test_unknown_preset_names_the_choices():
