@@ -145,14 +145,13 @@ def test_lstm_rrrl_noffn_is_three_lstm_layers_and_local_attention_without_feed_f
     assert config.position_embedding_type == "none" and config.sliding_window == 128
 
 
-COMPARE_PRESET_FILES = sorted(path.name for path in (REPO_ROOT / "configs" / "compare" / "presets").glob("*.json"))
+COMPARE_PRESET_FILES = sorted((REPO_ROOT / "configs" / "compare" / "presets").glob("*.json"))
 
 
-@pytest.mark.parametrize("name", COMPARE_PRESET_FILES)
-def test_every_preset_file_in_configs_builds_a_classifier_that_runs(name):
+@pytest.mark.parametrize("path", COMPARE_PRESET_FILES, ids=lambda path: path.stem)
+def test_every_preset_file_in_configs_builds_a_classifier_that_runs(path):
     """Each JSON preset that the compare configs and the README pass to --presets loads, builds and classifies a
     padded batch (compare itself checks their parameter counts against its reference preset when it starts)."""
-    path = REPO_ROOT / "configs" / "compare" / "presets" / name
     model = RecurrentTransformerForSequenceClassification(load_preset(path, num_labels=3)).eval()
     input_ids = torch.randint(1, model.config.vocab_size, (2, 9))
     attention_mask = torch.ones_like(input_ids)
